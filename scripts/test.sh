@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The test command (`make test`): formatting, lints, then every test with nextest.
+# Installs what it needs when it is missing, and reuses it when it is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+  echo "==> installing cargo-nextest"
+  cargo install cargo-nextest --locked
+fi
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy -D warnings"
+cargo clippy --workspace --all-targets -- -D warnings
+
+# nextest does not run doc tests (they hold the examples in the crate docs); run them first so that
+# nextest's summary is the last thing printed.
+echo "==> doc tests"
+cargo test --workspace --doc
+
+echo "==> cargo nextest run"
+cargo nextest run --workspace --no-fail-fast
