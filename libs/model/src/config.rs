@@ -25,6 +25,7 @@ pub const MAX_SALT_LEN: usize = 256;
 /// The comparison a [`Clause`] makes between a context attribute and its values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Operator {
     /// Equal to one of the values (strings, numbers or booleans; no type coercion).
     In,
@@ -84,6 +85,7 @@ impl Operator {
 /// One condition of a rule.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Clause {
     /// The context attribute compared.
     pub attribute: AttributePath,
@@ -100,6 +102,7 @@ pub struct Clause {
 /// A variation and its share of a rollout.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WeightedVariation {
     /// Index into the flag's variations.
     pub variation: usize,
@@ -110,6 +113,7 @@ pub struct WeightedVariation {
 /// A percentage split between variations, decided by hashing an attribute.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rollout {
     /// The attribute hashed to pick a bucket; the targeting key by default.
     #[serde(default)]
@@ -127,6 +131,7 @@ pub struct Rollout {
 /// What a rule or the fallthrough serves.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Serve {
     /// Always this variation: `{"variation": 0}`.
     Variation(usize),
@@ -137,6 +142,7 @@ pub enum Serve {
 /// An explicit list of targeting keys that get one variation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Target {
     /// Index into the flag's variations.
     pub variation: usize,
@@ -147,6 +153,7 @@ pub struct Target {
 /// Clauses (all must hold) and what to serve when they do.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Rule {
     /// Unique within the configuration; reported in `RULE_MATCH` reasons.
     pub id: RuleId,
@@ -162,6 +169,7 @@ pub struct Rule {
 /// Another flag that must serve a given variation before this one is evaluated past its prerequisites.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Prerequisite {
     /// The other flag.
     pub key: FlagKey,
@@ -172,6 +180,7 @@ pub struct Prerequisite {
 /// A flag's configuration in one environment, as written, not yet checked. See [`FlagConfig`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FlagConfigSpec {
     /// When false, the flag serves `off_variation` and nothing else is looked at.
     #[serde(default)]

@@ -21,6 +21,7 @@ pub const MAX_TAGS: usize = 50;
 /// The type of a flag's values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum FlagKind {
     /// `true` or `false`.
     Boolean,
@@ -57,6 +58,7 @@ impl FlagKind {
 /// One of the values a flag can serve.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Variation {
     /// The value served.
     pub value: Value,
@@ -68,6 +70,7 @@ pub struct Variation {
 /// A flag as written by a person or pipeline, not yet checked. See [`Flag`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FlagSpec {
     /// Unique key within the project.
     pub key: FlagKey,

@@ -258,3 +258,47 @@ mod tests {
         assert!(AttributePath::parse(path).is_err());
     }
 }
+
+/// OpenAPI schemas for the identifier types: strings with their pattern.
+#[cfg(feature = "openapi")]
+mod openapi {
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+    use utoipa::openapi::RefOr;
+
+    fn string(pattern: &str, description: &str) -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(pattern))
+            .min_length(Some(1))
+            .max_length(Some(super::MAX_KEY_LEN))
+            .description(Some(description))
+            .into()
+    }
+
+    macro_rules! key_schema {
+        ($($name:ident: $description:literal),* $(,)?) => {$(
+            impl utoipa::PartialSchema for super::$name {
+                fn schema() -> RefOr<Schema> {
+                    string("^[A-Za-z0-9._-]+$", $description)
+                }
+            }
+            impl utoipa::ToSchema for super::$name {}
+        )*};
+    }
+
+    key_schema!(
+        FlagKey: "A flag key: letters, digits, '.', '_' and '-'.",
+        SegmentKey: "A segment key: letters, digits, '.', '_' and '-'.",
+        ProjectKey: "A project key: letters, digits, '.', '_' and '-'.",
+        EnvironmentKey: "An environment key: letters, digits, '.', '_' and '-'.",
+        RuleId: "A rule id, unique within its configuration.",
+        ExperimentKey: "An experiment key.",
+    );
+
+    impl utoipa::PartialSchema for super::AttributePath {
+        fn schema() -> RefOr<Schema> {
+            string("^[^.\\s]+(\\.[^.\\s]+)*$", "A dotted path into the context, e.g. `address.country`; `targetingKey` is the targeting key.")
+        }
+    }
+    impl utoipa::ToSchema for super::AttributePath {}
+}

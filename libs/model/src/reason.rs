@@ -8,6 +8,7 @@ use serde_json::Value;
 /// Why an evaluation could not produce the flag's value; the caller's default is served instead.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ErrorKind {
     /// No flag with that key in the environment (or it is archived).
     FlagNotFound,
@@ -25,6 +26,7 @@ pub enum ErrorKind {
 /// Why an evaluation served what it served.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "SCREAMING_SNAKE_CASE")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Reason<'a> {
     /// The flag is off.
     Off,
@@ -79,6 +81,7 @@ impl Reason<'_> {
 
 /// An owned evaluation result, for sending over the wire or keeping.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EvaluationResult {
     /// The value served; absent when the caller's default applies (errors, or off with no off
     /// variation).

@@ -12,6 +12,7 @@ use crate::validation::{ValidationErrors, field, index};
 /// A segment rule: its clauses (ANDed) put a context in the segment.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SegmentRule {
     /// Unique within the segment.
     pub id: RuleId,
@@ -22,6 +23,7 @@ pub struct SegmentRule {
 /// A segment as written, not yet checked. See [`Segment`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SegmentSpec {
     /// Unique within the environment.
     pub key: SegmentKey,

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 /// One problem with one field.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FieldError {
     /// Path of the field, e.g. `rules[2].clauses[0].values[1]`.
     pub field: String,

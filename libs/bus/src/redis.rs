@@ -1,0 +1,299 @@
+//! The Redis bus: sharded pub/sub for change events, plain keys for the snapshot cache, one hash for the
+//! environment registry. Works unchanged against a single Redis and a Redis Cluster.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::config::UnresponsiveConfig;
+use fred::util::group_by_hash_slot;
+use prost::Message as _;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::task::JoinHandle;
+use vexil_proto::{ChangeEvent, EnvironmentSnapshot};
+
+use crate::error::{BusError, Result};
+use crate::keys;
+
+/// Every command (including `publish`'s) fails after this long instead of waiting for Redis to come
+/// back: the relay retries later and readiness checks must answer promptly.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// Opening a TCP connection, and the commands fred sends on it by itself (`AUTH`, `CLUSTER SLOTS`, ...).
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(2);
+/// A connection with a command waiting this long for its answer is presumed dead and reconnected.
+const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(10);
+/// Reconnect backoff: 100 ms doubling up to 5 s, forever (`0` attempts = no limit), so a data plane
+/// outlives any Redis outage and is back within ~5 s of Redis.
+const RECONNECT_MIN_DELAY_MS: u32 = 100;
+const RECONNECT_MAX_DELAY_MS: u32 = 5_000;
+/// How many messages fred buffers for a subscriber before the subscriber starts missing some (fred's
+/// default is 32). A subscriber that misses events sees a revision gap and re-syncs.
+const MESSAGE_BUFFER: usize = 4096;
+/// Backoff between attempts to re-subscribe after a reconnect.
+const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(100);
+const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(5);
+
+/// Stores the snapshot only if it is newer than the cached one. KEYS: revision key, snapshot key.
+/// ARGV: revision (decimal), encoded snapshot. Returns 1 if stored, 0 if the cached one is as new.
+/// Revisions are compared as decimal strings (length, then bytes) because Lua numbers are doubles and
+/// would round a u64 above 2^53.
+const STORE_SNAPSHOT_IF_NEWER: &str = r"
+local current = redis.call('GET', KEYS[1])
+if current and (#current > #ARGV[1] or (#current == #ARGV[1] and current >= ARGV[1])) then
+  return 0
+end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('SET', KEYS[2], ARGV[2])
+return 1
+";
+
+/// Records an environment's revision in the registry unless a newer one is there. KEYS: registry.
+/// ARGV: environment id, revision (decimal). Returns 1 if recorded.
+const RECORD_REVISION_IF_NEWER: &str = r"
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current and (#current > #ARGV[2] or (#current == #ARGV[2] and current >= ARGV[2])) then
+  return 0
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
+/// A bus over Redis or a Redis Cluster (see the crate docs for key names). Clones share one connection
+/// (one per node in a cluster); each [`Subscription`](crate::Subscription) has its own.
+#[derive(Clone)]
+pub struct RedisBus {
+    client: Client,
+    /// Kept to build one subscriber client per subscription with the same settings.
+    builder: Arc<Builder>,
+}
+
+impl std::fmt::Debug for RedisBus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the builder: its config holds the password.
+        f.debug_struct("RedisBus").field("client", &self.client.id()).finish_non_exhaustive()
+    }
+}
+
+impl RedisBus {
+    /// Connects to `redis://...` (one server) or `redis-cluster://...` (any node of a cluster; the
+    /// others are discovered). Fails if Redis cannot be reached now; once connected, the bus reconnects
+    /// by itself for ever.
+    pub async fn connect(url: &str) -> Result<RedisBus> {
+        let config = Config::from_url(url).map_err(BusError::InvalidUrl)?;
+        let mut builder = Builder::from_config(config);
+        builder
+            .with_connection_config(|connection| {
+                connection.connection_timeout = CONNECTION_TIMEOUT;
+                connection.internal_command_timeout = CONNECTION_TIMEOUT;
+                connection.unresponsive = UnresponsiveConfig {
+                    max_timeout: Some(UNRESPONSIVE_AFTER),
+                    interval: Duration::from_secs(1),
+                };
+            })
+            .with_performance_config(|performance| {
+                performance.default_command_timeout = COMMAND_TIMEOUT;
+                performance.broadcast_channel_capacity = MESSAGE_BUFFER;
+            })
+            .set_policy(ReconnectPolicy::new_exponential(
+                0,
+                RECONNECT_MIN_DELAY_MS,
+                RECONNECT_MAX_DELAY_MS,
+                2,
+            ));
+
+        let client = builder.build().map_err(BusError::InvalidUrl)?;
+        client.init().await.map_err(BusError::redis("connect"))?;
+        Ok(RedisBus { client, builder: Arc::new(builder) })
+    }
+
+    pub(crate) async fn publish(&self, events: &[ChangeEvent], snapshot: &EnvironmentSnapshot) -> Result<()> {
+        let environment_id = snapshot.environment_id;
+        if !events.is_empty() {
+            // One pipeline keeps the events in order on the one connection to the channel's node.
+            let channel = keys::channel(environment_id);
+            let pipeline = self.client.pipeline();
+            for event in events {
+                let () = pipeline
+                    .spublish(channel.as_str(), event.encode_to_vec())
+                    .await
+                    .map_err(BusError::redis("publish change events"))?;
+            }
+            let _: Vec<Value> = pipeline.all().await.map_err(BusError::redis("publish change events"))?;
+        }
+
+        let revision = snapshot.revision.to_string();
+        let stored: i64 = self
+            .client
+            .eval(
+                STORE_SNAPSHOT_IF_NEWER,
+                vec![keys::revision(environment_id), keys::snapshot(environment_id)],
+                vec![Value::from(revision.as_str()), Value::Bytes(snapshot.encode_to_vec().into())],
+            )
+            .await
+            .map_err(BusError::redis("store snapshot"))?;
+        if stored == 0 {
+            tracing::debug!(environment_id, revision = snapshot.revision, "kept the newer cached snapshot");
+        }
+
+        let _: i64 = self
+            .client
+            .eval(RECORD_REVISION_IF_NEWER, keys::REGISTRY, vec![environment_id.to_string(), revision])
+            .await
+            .map_err(BusError::redis("record revision in the registry"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn snapshot(&self, environment_id: i64) -> Result<Option<EnvironmentSnapshot>> {
+        let bytes: Option<Vec<u8>> = self
+            .client
+            .get(keys::snapshot(environment_id))
+            .await
+            .map_err(BusError::redis("read snapshot"))?;
+        bytes
+            .map(|bytes| {
+                EnvironmentSnapshot::decode(bytes.as_slice())
+                    .map_err(|source| BusError::Decode { what: "EnvironmentSnapshot", source })
+            })
+            .transpose()
+    }
+
+    pub(crate) async fn environments(&self) -> Result<Vec<(i64, u64)>> {
+        let entries: Vec<(String, String)> = self
+            .client
+            .hgetall::<std::collections::HashMap<String, String>, _>(keys::REGISTRY)
+            .await
+            .map_err(BusError::redis("read the environment registry"))?
+            .into_iter()
+            .collect();
+        let mut environments = entries
+            .into_iter()
+            .map(|(field, value)| {
+                let parsed =
+                    field.parse::<i64>().and_then(|id| value.parse::<u64>().map(|revision| (id, revision)));
+                parsed.map_err(|source| BusError::MalformedRegistry { field, value, source })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        environments.sort_unstable();
+        Ok(environments)
+    }
+
+    pub(crate) async fn ping(&self) -> Result<()> {
+        self.client.ping::<()>(None).await.map_err(BusError::redis("ping"))
+    }
+
+    pub(crate) async fn subscribe(&self, environment_ids: &[i64]) -> Result<RedisSubscription> {
+        let client = self.builder.build_subscriber_client().map_err(BusError::InvalidUrl)?;
+        client.init().await.map_err(BusError::redis("connect subscriber"))?;
+        // Taken before the first SSUBSCRIBE so that no message can slip past.
+        let messages = client.message_rx();
+        let resubscriber = tokio::spawn(resubscribe_after_reconnects(client.clone(), client.reconnect_rx()));
+        let mut subscription = RedisSubscription { client, messages, resubscriber };
+        subscription.add(environment_ids).await?;
+        Ok(subscription)
+    }
+}
+
+/// Re-issues `SSUBSCRIBE` for every tracked channel after each reconnect, retrying with backoff until it
+/// succeeds (a restarted node may answer `LOADING`, a cluster `CLUSTERDOWN`, for a while).
+///
+/// fred's own `SubscriberClient::manage_subscriptions` is not used. In fred 10.1 its `resubscribe_all`
+/// first sends `SUBSCRIBE` and `PSUBSCRIBE` even when only sharded channels are tracked; on a fresh
+/// connection Redis rejects the empty `SUBSCRIBE`, fred hands that error to the first `SSUBSCRIBE`, and
+/// `resubscribe_all` returns early, so channels in every other hash slot stay unsubscribed (seen in
+/// `tests/bus/redis.rs`' restart test with two environments). It also never retries a failed attempt
+/// and stops for good if it lags behind the reconnect notifications.
+async fn resubscribe_after_reconnects(client: SubscriberClient, mut reconnects: broadcast::Receiver<Server>) {
+    loop {
+        match reconnects.recv().await {
+            Ok(_) | Err(RecvError::Lagged(_)) => {}
+            Err(RecvError::Closed) => return,
+        }
+        let mut delay = RESUBSCRIBE_MIN_DELAY;
+        while let Err(error) = resubscribe(&client).await {
+            tracing::warn!(error = %error, retry_in = ?delay, "could not re-subscribe to change events after reconnecting");
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                // A newer reconnect starts the attempts afresh.
+                next = reconnects.recv() => if matches!(next, Err(RecvError::Closed)) { return },
+            }
+            delay = (delay * 2).min(RESUBSCRIBE_MAX_DELAY);
+        }
+        tracing::info!(channels = client.tracked_shard_channels().len(), "re-subscribed to change events");
+    }
+}
+
+async fn resubscribe(client: &SubscriberClient) -> Result<(), fred::error::Error> {
+    ssubscribe_by_slot(client, client.tracked_shard_channels().into_iter().map(|channel| channel.to_string()))
+        .await
+}
+
+/// `SSUBSCRIBE` needs all its channels in one slot: one command per slot.
+async fn ssubscribe_by_slot(
+    client: &SubscriberClient,
+    channels: impl IntoIterator<Item = String>,
+) -> Result<(), fred::error::Error> {
+    for (_, channels) in group_by_hash_slot(channels)? {
+        client.ssubscribe(Vec::from(channels)).await?;
+    }
+    Ok(())
+}
+
+/// A subscription over Redis: its own subscriber client (one connection per node).
+pub(crate) struct RedisSubscription {
+    client: SubscriberClient,
+    messages: broadcast::Receiver<fred::types::Message>,
+    resubscriber: JoinHandle<()>,
+}
+
+impl RedisSubscription {
+    pub(crate) async fn next(&mut self) -> Option<ChangeEvent> {
+        loop {
+            match self.messages.recv().await {
+                Ok(message) => {
+                    let Some(bytes) = message.value.as_bytes() else {
+                        tracing::warn!(channel = %message.channel, "ignoring a non-binary message on the change channel");
+                        continue;
+                    };
+                    match ChangeEvent::decode(bytes) {
+                        Ok(event) => return Some(event),
+                        Err(error) => {
+                            tracing::warn!(channel = %message.channel, error = %error, "ignoring an undecodable change event");
+                        }
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "subscriber fell behind Redis; it will see a revision gap");
+                }
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    }
+
+    pub(crate) async fn add(&mut self, environment_ids: &[i64]) -> Result<()> {
+        ssubscribe_by_slot(&self.client, environment_ids.iter().map(|id| keys::channel(*id)))
+            .await
+            .map_err(BusError::redis("subscribe to change events"))
+    }
+}
+
+impl Drop for RedisSubscription {
+    fn drop(&mut self) {
+        self.resubscriber.abort();
+        // Without QUIT the client's connection task would run (and reconnect) for ever.
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let client = self.client.clone();
+            runtime.spawn(async move {
+                let _ = client.quit().await;
+            });
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisSubscription")
+            .field("channels", &self.client.tracked_shard_channels())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,192 @@
+//! Vexil's settings, in layers (later wins):
+//!
+//! 1. defaults in code ([`Settings::default`]),
+//! 2. `config/base.yaml`, then `config/<VEXIL_ENVIRONMENT>.yaml` (`local` by default), both optional,
+//!    looked up in `VEXIL_CONFIG_DIR` (default `./config`),
+//! 3. environment variables `VEXIL__<SECTION>__<KEY>`, e.g. `VEXIL__DATABASE__URL`,
+//! 4. `VEXIL_BOOTSTRAP_TOKEN`, the admin token automation can use on a fresh instance.
+//!
+//! This is the only place that reads the process environment for configuration.
+#![deny(missing_docs)]
+
+use std::path::PathBuf;
+
+use secrecy::SecretString;
+use serde::Deserialize;
+
+/// Why the settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration")]
+pub struct ConfigError(#[from] config::ConfigError);
+
+/// Everything a Vexil process can be configured with.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Where to listen.
+    pub server: ServerSettings,
+    /// The control plane's database.
+    pub database: DatabaseSettings,
+    /// The bus between the planes.
+    pub bus: BusSettings,
+    /// Management API limits.
+    pub api: ApiSettings,
+    /// Logging.
+    pub log: LogSettings,
+    /// An admin token accepted from the first start (`VEXIL_BOOTSTRAP_TOKEN`).
+    pub bootstrap_token: Option<SecretString>,
+}
+
+/// Where to listen.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ServerSettings {
+    /// Address to bind.
+    pub host: String,
+    /// Port to bind; 0 picks a free one (tests).
+    pub port: u16,
+    /// Seconds to let in-flight requests finish on SIGTERM.
+    pub shutdown_grace_seconds: u64,
+}
+
+/// The database.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DatabaseSettings {
+    /// `postgres://...` or `sqlite://path`.
+    pub url: String,
+    /// Pool size (PostgreSQL).
+    pub max_connections: u32,
+}
+
+/// The bus.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct BusSettings {
+    /// `redis://host:port`, `redis-cluster://...`, or `memory://` (in-process, standalone only).
+    pub url: String,
+}
+
+/// Management API limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct ApiSettings {
+    /// Largest accepted request body, in bytes.
+    pub max_body_bytes: usize,
+    /// Default overlap, in seconds, during which rotated SDK keys keep working.
+    pub key_rotation_overlap_seconds: u64,
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct LogSettings {
+    /// `json` (one object per line) or `pretty`.
+    pub format: String,
+    /// A tracing filter, e.g. `info` or `vexil=debug,info`; `RUST_LOG` wins when set.
+    pub level: String,
+}
+
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            server: ServerSettings::default(),
+            database: DatabaseSettings::default(),
+            bus: BusSettings::default(),
+            api: ApiSettings::default(),
+            log: LogSettings::default(),
+            bootstrap_token: None,
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> ServerSettings {
+        ServerSettings { host: "127.0.0.1".into(), port: 8080, shutdown_grace_seconds: 10 }
+    }
+}
+
+impl Default for DatabaseSettings {
+    fn default() -> DatabaseSettings {
+        DatabaseSettings { url: "postgres://postgres@127.0.0.1:5432/vexil".into(), max_connections: 16 }
+    }
+}
+
+impl Default for BusSettings {
+    fn default() -> BusSettings {
+        BusSettings { url: "redis://127.0.0.1:6379".into() }
+    }
+}
+
+impl Default for ApiSettings {
+    fn default() -> ApiSettings {
+        ApiSettings { max_body_bytes: 256 * 1024, key_rotation_overlap_seconds: 3600 }
+    }
+}
+
+impl Default for LogSettings {
+    fn default() -> LogSettings {
+        LogSettings { format: "json".into(), level: "info".into() }
+    }
+}
+
+impl Settings {
+    /// Loads the settings from every layer.
+    pub fn load() -> Result<Settings, ConfigError> {
+        let dir = std::env::var_os("VEXIL_CONFIG_DIR").map_or_else(|| PathBuf::from("config"), PathBuf::from);
+        let environment = std::env::var("VEXIL_ENVIRONMENT").unwrap_or_else(|_| "local".into());
+        let builder = config::Config::builder()
+            .add_source(config::File::from(dir.join("base.yaml")).required(false))
+            .add_source(config::File::from(dir.join(format!("{environment}.yaml"))).required(false))
+            .add_source(config::Environment::with_prefix("VEXIL").prefix_separator("__").separator("__"))
+            .set_override_option("bootstrap_token", std::env::var("VEXIL_BOOTSTRAP_TOKEN").ok())?;
+        Ok(builder.build()?.try_deserialize()?)
+    }
+
+    /// The settings as a log line: everything but secrets.
+    pub fn describe(&self) -> String {
+        format!(
+            "server={}:{} database={} bus={} max_body_bytes={} log={}/{} bootstrap_token={}",
+            self.server.host,
+            self.server.port,
+            redact_url(&self.database.url),
+            redact_url(&self.bus.url),
+            self.api.max_body_bytes,
+            self.log.format,
+            self.log.level,
+            if self.bootstrap_token.is_some() { "set" } else { "unset" },
+        )
+    }
+}
+
+/// A URL without its password.
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_a_url_is_never_described() {
+        assert_eq!(redact_url("postgres://vexil:s3cret@db:5432/vexil"), "postgres://vexil:***@db:5432/vexil");
+        assert_eq!(redact_url("redis://127.0.0.1:6379"), "redis://127.0.0.1:6379");
+        let settings = Settings {
+            database: DatabaseSettings { url: "postgres://u:hunter2@h/d".into(), ..Default::default() },
+            bootstrap_token: Some(SecretString::from("vxm-very-secret-value")),
+            ..Default::default()
+        };
+        let described = settings.describe();
+        assert!(!described.contains("hunter2") && !described.contains("very-secret"), "{described}");
+    }
+}

@@ -1,0 +1,172 @@
+//! Management tokens. Only hashes are stored; a token's secret is shown once, at creation.
+
+use serde_json::json;
+use sqlx::FromRow;
+use sqlx::types::Json;
+use time::OffsetDateTime;
+use vexil_model::ProjectKey;
+
+use crate::db::on;
+use crate::error::{Result, StoreError};
+use crate::records::{Actor, Role, TokenRecord};
+use crate::secrets::{self, NewSecret, SecretKind};
+use crate::write::{self, AuditEntry, corrupt, now};
+use crate::Store;
+
+/// A token to create.
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// What it is for.
+    pub name: String,
+    /// What it may do.
+    pub role: Role,
+    /// The projects it may touch; none = every project.
+    pub projects: Option<Vec<ProjectKey>>,
+}
+
+#[derive(FromRow)]
+struct TokenRow {
+    id: String,
+    name: String,
+    role: String,
+    projects: Option<Json<Vec<ProjectKey>>>,
+    secret_sha256: Vec<u8>,
+    created_at: OffsetDateTime,
+    created_by: Option<String>,
+}
+
+impl TokenRow {
+    fn record(self) -> Result<TokenRecord> {
+        Ok(TokenRecord {
+            role: Role::parse(&self.role).ok_or_else(|| corrupt("token role", std::io::Error::other(self.role.clone())))?,
+            id: self.id,
+            name: self.name,
+            projects: self.projects.map(|p| p.0),
+            created_at: self.created_at,
+            created_by: self.created_by,
+        })
+    }
+}
+
+fn token_json(record: &TokenRecord) -> serde_json::Value {
+    json!({"id": record.id, "name": record.name, "role": record.role, "projects": record.projects})
+}
+
+impl Store {
+    /// Creates a token; returns its record and its secret (shown once).
+    pub async fn create_token(&self, actor: &Actor, token: NewToken) -> Result<(TokenRecord, String)> {
+        let secret = secrets::generate(SecretKind::Management);
+        let record = self.insert_token(actor, &token, &secret).await?;
+        Ok((record, secret.secret))
+    }
+
+    /// Makes sure a token with exactly this secret exists as an unscoped admin (the bootstrap token:
+    /// `VEXIL_BOOTSTRAP_TOKEN`, or the one printed on first start). Idempotent.
+    pub async fn ensure_bootstrap_token(&self, secret: &str) -> Result<TokenRecord> {
+        let chosen = secrets::from_chosen(secret);
+        if let Some(existing) = self.token_by_id(&chosen.id).await? {
+            return Ok(existing);
+        }
+        let token = NewToken { name: "bootstrap".into(), role: Role::Admin, projects: None };
+        self.insert_token(&Actor::system("bootstrap"), &token, &chosen).await
+    }
+
+    async fn insert_token(&self, actor: &Actor, token: &NewToken, secret: &NewSecret) -> Result<TokenRecord> {
+        const SQL: &str = "insert into tokens (id, name, role, projects, secret_sha256, created_at, created_by) \
+                           values ($1, $2, $3, $4, $5, $6, $7) \
+                           returning id, name, role, projects, secret_sha256, created_at, created_by";
+        let at = now();
+        let mut tx = self.begin().await?;
+        let row: TokenRow = on!(&mut tx, |c, d| sqlx::query_as(SQL)
+            .bind(&secret.id)
+            .bind(&token.name)
+            .bind(token.role.as_str())
+            .bind(token.projects.as_ref().map(Json))
+            .bind(secret.sha256.as_slice())
+            .bind(at)
+            .bind(actor.token_id.as_deref())
+            .fetch_one(c)
+            .await?);
+        let record = row.record()?;
+        write::append_audit(
+            &mut tx,
+            AuditEntry {
+                actor,
+                action: "token.create",
+                resource: format!("tokens/{}", record.id),
+                project: None,
+                environment: None,
+                flag: None,
+                before: None,
+                after: Some(token_json(&record)),
+            },
+            at,
+        )
+        .await?;
+        self.commit(tx).await?;
+        Ok(record)
+    }
+
+    async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>> {
+        let mut tx = self.begin().await?;
+        let row: Option<TokenRow> = on!(&mut tx, |c, d| sqlx::query_as(SQL_BY_ID).bind(id).fetch_optional(c).await?);
+        row.map(TokenRow::record).transpose()
+    }
+
+    /// The token a presented secret belongs to, if it is valid. Compares hashes in constant time.
+    pub async fn authenticate(&self, presented: &str) -> Result<Option<TokenRecord>> {
+        // Generated tokens carry their id; a chosen (bootstrap) token's id is derived from its hash.
+        let id = match secrets::id_of(SecretKind::Management, presented) {
+            Some(id) => id.to_owned(),
+            None => secrets::from_chosen(presented).id,
+        };
+        let mut tx = self.begin().await?;
+        let row: Option<TokenRow> = on!(&mut tx, |c, d| sqlx::query_as(SQL_BY_ID).bind(&id).fetch_optional(c).await?);
+        match row {
+            Some(row) if secrets::matches(presented, &row.secret_sha256) => Ok(Some(row.record()?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every token, without secrets.
+    pub async fn list_tokens(&self) -> Result<Vec<TokenRecord>> {
+        const SQL: &str = "select id, name, role, projects, secret_sha256, created_at, created_by from tokens order by created_at, id";
+        let mut tx = self.begin().await?;
+        let rows: Vec<TokenRow> = on!(&mut tx, |c, d| sqlx::query_as(SQL).fetch_all(c).await?);
+        rows.into_iter().map(TokenRow::record).collect()
+    }
+
+    /// One token, without its secret.
+    pub async fn get_token(&self, id: &str) -> Result<TokenRecord> {
+        self.token_by_id(id).await?.ok_or_else(|| StoreError::NotFound { resource: "token", key: id.to_owned() })
+    }
+
+    /// Revokes a token.
+    pub async fn delete_token(&self, actor: &Actor, id: &str) -> Result<()> {
+        const SQL: &str = "delete from tokens where id = $1 \
+                           returning id, name, role, projects, secret_sha256, created_at, created_by";
+        let at = now();
+        let mut tx = self.begin().await?;
+        let row: Option<TokenRow> = on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(id).fetch_optional(c).await?);
+        let record = row.ok_or_else(|| StoreError::NotFound { resource: "token", key: id.to_owned() })?.record()?;
+        write::append_audit(
+            &mut tx,
+            AuditEntry {
+                actor,
+                action: "token.delete",
+                resource: format!("tokens/{id}"),
+                project: None,
+                environment: None,
+                flag: None,
+                before: Some(token_json(&record)),
+                after: None,
+            },
+            at,
+        )
+        .await?;
+        self.commit(tx).await
+    }
+}
+
+const SQL_BY_ID: &str = "select id, name, role, projects, secret_sha256, created_at, created_by from tokens where id = $1";
+

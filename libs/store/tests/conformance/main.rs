@@ -1,0 +1,9 @@
+//! One behavioural suite, run against PostgreSQL and SQLite: both backends must agree.
+
+mod helpers;
+
+mod audit;
+mod changes;
+mod flags;
+mod projects;
+mod tokens;

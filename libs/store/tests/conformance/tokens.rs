@@ -1,0 +1,33 @@
+use vexil_model::ProjectKey;
+use vexil_store::{NewToken, Role, Store};
+
+use crate::conformance;
+use crate::helpers::*;
+
+conformance!(a_token_authenticates_only_with_its_secret, the_bootstrap_token_is_idempotent);
+
+async fn a_token_authenticates_only_with_its_secret(store: Store) {
+    let token = NewToken { name: "ci".into(), role: Role::Editor, projects: Some(vec![ProjectKey::parse("shop").unwrap()]) };
+    let (record, secret) = store.create_token(&actor(), token).await.unwrap();
+    let found = store.authenticate(&secret).await.unwrap().expect("valid secret");
+    assert_eq!((found.id.as_str(), found.role), (record.id.as_str(), Role::Editor));
+    assert!(found.covers(&ProjectKey::parse("shop").unwrap()));
+    assert!(!found.covers(&ProjectKey::parse("other").unwrap()));
+    let mut wrong = secret.clone();
+    wrong.pop();
+    wrong.push('0');
+    assert_eq!(store.authenticate(&wrong).await.unwrap(), None);
+    assert_eq!(store.authenticate("nonsense").await.unwrap(), None);
+    store.delete_token(&actor(), &record.id).await.unwrap();
+    assert_eq!(store.authenticate(&secret).await.unwrap(), None);
+}
+
+async fn the_bootstrap_token_is_idempotent(store: Store) {
+    let first = store.ensure_bootstrap_token("my-chosen-bootstrap-secret").await.unwrap();
+    let again = store.ensure_bootstrap_token("my-chosen-bootstrap-secret").await.unwrap();
+    assert_eq!(first.id, again.id);
+    assert_eq!(first.role, Role::Admin);
+    assert_eq!(store.list_tokens().await.unwrap().len(), 1);
+    assert!(store.authenticate("my-chosen-bootstrap-secret").await.unwrap().is_some());
+    assert!(store.authenticate("my-chosen-bootstrap-secreT").await.unwrap().is_none());
+}

@@ -1,0 +1,135 @@
+//! Logs and metrics for every Vexil process.
+//!
+//! Logs: `tracing` events as one JSON object per line (or human-readable), filtered by `RUST_LOG` or
+//! the configured level. Metrics: a small registry of counters and gauges rendered in the Prometheus
+//! text format at `/metrics`; lock-free atomics, no dependency.
+#![deny(missing_docs)]
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+use tracing_subscriber::EnvFilter;
+
+/// Installs the global tracing subscriber. Safe to call more than once (later calls do nothing), so
+/// tests can call it freely.
+pub fn init_logging(format: &str, level: &str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = if format == "pretty" { builder.try_init() } else { builder.json().flatten_event(true).try_init() };
+}
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    /// The current count.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicI64);
+
+impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, value: i64) {
+        self.0.store(value, Ordering::Relaxed);
+    }
+    /// Adds `delta` (may be negative).
+    pub fn add(&self, delta: i64) {
+        self.0.fetch_add(delta, Ordering::Relaxed);
+    }
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+enum Metric {
+    Counter(Arc<Counter>),
+    Gauge(Arc<Gauge>),
+}
+
+/// Named metrics, rendered together.
+#[derive(Default)]
+pub struct Registry {
+    metrics: std::sync::Mutex<Vec<(String, String, Metric)>>,
+}
+
+impl Registry {
+    /// Registers and returns a counter. `name` may carry labels: `http_requests_total{status="200"}`.
+    pub fn counter(&self, name: &str, help: &str) -> Arc<Counter> {
+        let counter = Arc::new(Counter::default());
+        self.push(name, help, Metric::Counter(counter.clone()));
+        counter
+    }
+
+    /// Registers and returns a gauge.
+    pub fn gauge(&self, name: &str, help: &str) -> Arc<Gauge> {
+        let gauge = Arc::new(Gauge::default());
+        self.push(name, help, Metric::Gauge(gauge.clone()));
+        gauge
+    }
+
+    fn push(&self, name: &str, help: &str, metric: Metric) {
+        if let Ok(mut metrics) = self.metrics.lock() {
+            metrics.push((name.to_owned(), help.to_owned(), metric));
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let Ok(metrics) = self.metrics.lock() else { return out };
+        let mut described = std::collections::HashSet::new();
+        for (name, help, metric) in metrics.iter() {
+            let family = name.split('{').next().unwrap_or(name);
+            if described.insert(family.to_owned()) {
+                let kind = match metric {
+                    Metric::Counter(_) => "counter",
+                    Metric::Gauge(_) => "gauge",
+                };
+                let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} {kind}");
+            }
+            let value = match metric {
+                Metric::Counter(c) => c.get().to_string(),
+                Metric::Gauge(g) => g.get().to_string(),
+            };
+            let _ = writeln!(out, "{name} {value}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_render_in_the_prometheus_text_format() {
+        let registry = Registry::default();
+        let ok = registry.counter("http_requests_total{class=\"2xx\"}", "Requests answered.");
+        let bad = registry.counter("http_requests_total{class=\"4xx\"}", "Requests answered.");
+        let pending = registry.gauge("relay_unsent_changes", "Changes waiting for the bus.");
+        ok.add(3);
+        bad.inc();
+        pending.set(7);
+        let text = registry.render();
+        assert_eq!(text.matches("# TYPE http_requests_total counter").count(), 1, "{text}");
+        assert!(text.contains("http_requests_total{class=\"2xx\"} 3\n"), "{text}");
+        assert!(text.contains("http_requests_total{class=\"4xx\"} 1\n"), "{text}");
+        assert!(text.contains("# TYPE relay_unsent_changes gauge\nrelay_unsent_changes 7\n"), "{text}");
+    }
+}
