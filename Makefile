@@ -2,7 +2,7 @@
 .PHONY: run test lint fmt bench ci
 
 run:
-	@scripts/run.sh
+	@scripts/run.sh $(ARGS)
 
 # Everything CI checks: formatting, clippy with warnings as errors, and the whole test suite.
 test:

@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
-# Runs Vexil standalone. Until the services exist (issue: control plane), there is nothing to run.
+# `make run`: Vexil standalone on http://127.0.0.1:8080 (SQLite in ./data, no other service needed).
+# The first start prints a management token and each environment's SDK keys, once.
+# Extra arguments go to `vexil standalone` (e.g. `make run ARGS="--port 9090"`).
 set -euo pipefail
-cat <<'MSG'
-Vexil: the evaluation engine and flag model are built (libs/model, libs/eval).
-The standalone server (control API + streaming + evaluation) does not exist yet, so there is
-nothing to start. Try `make test` or `make bench` in the meantime.
-MSG
+cd "$(dirname "$0")/.."
+exec cargo run --quiet -p vexil -- standalone "$@"

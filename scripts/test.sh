@@ -15,6 +15,11 @@ cargo fmt --all -- --check
 echo "==> cargo clippy -D warnings"
 cargo clippy --workspace --all-targets -- -D warnings
 
+# PostgreSQL and Redis for the integration tests: reused when running, started privately (and
+# installed, if missing) when not, and stopped again on exit.
+# shellcheck source=scripts/services.sh
+source scripts/services.sh
+
 # nextest does not run doc tests (they hold the examples in the crate docs); run them first so that
 # nextest's summary is the last thing printed.
 echo "==> doc tests"

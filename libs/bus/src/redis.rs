@@ -34,6 +34,17 @@ const MESSAGE_BUFFER: usize = 4096;
 const RESUBSCRIBE_MIN_DELAY: Duration = Duration::from_millis(100);
 const RESUBSCRIBE_MAX_DELAY: Duration = Duration::from_secs(5);
 
+/// Publishes events on one sharded channel, in order, in one round trip. KEYS: the channel (declared
+/// so that a cluster routes the script to the channel's node). ARGV: the encoded events.
+const PUBLISH_IN_ORDER: &str = r"
+for i = 1, #ARGV do
+  redis.call('SPUBLISH', KEYS[1], ARGV[i])
+end
+";
+/// Events per `PUBLISH_IN_ORDER` call: a script blocks its node while it runs, and a batch after a long
+/// outage can hold thousands.
+const EVENTS_PER_SCRIPT: usize = 500;
+
 /// Stores the snapshot only if it is newer than the cached one. KEYS: revision key, snapshot key.
 /// ARGV: revision (decimal), encoded snapshot. Returns 1 if stored, 0 if the cached one is as new.
 /// Revisions are compared as decimal strings (length, then bytes) because Lua numbers are doubles and
@@ -109,22 +120,24 @@ impl RedisBus {
 
     pub(crate) async fn publish(&self, events: &[ChangeEvent], snapshot: &EnvironmentSnapshot) -> Result<()> {
         let environment_id = snapshot.environment_id;
-        if !events.is_empty() {
-            // One pipeline keeps the events in order on the one connection to the channel's node.
-            let channel = keys::channel(environment_id);
-            let pipeline = self.client.pipeline();
-            for event in events {
-                let () = pipeline
-                    .spublish(channel.as_str(), event.encode_to_vec())
-                    .await
-                    .map_err(BusError::redis("publish change events"))?;
-            }
-            let _: Vec<Value> = pipeline.all().await.map_err(BusError::redis("publish change events"))?;
+        // Each step is one command, never a fred pipeline, and fails fast while disconnected. fred
+        // 10.1 forgets to mark a timed-out pipeline as abandoned and keeps commands queued while it
+        // reconnects, so a publish that had already returned an error was sent after Redis came back:
+        // every retry the relay made during an outage was replayed on recovery, as stale duplicates,
+        // from a buffer that grew with the outage. A single command that times out is dropped.
+        let client = self.client.with_options(&Options { fail_fast: true, ..Options::default() });
+        let channel = keys::channel(environment_id);
+        for chunk in events.chunks(EVENTS_PER_SCRIPT) {
+            let encoded: Vec<Value> =
+                chunk.iter().map(|event| Value::Bytes(event.encode_to_vec().into())).collect();
+            let () = client
+                .eval(PUBLISH_IN_ORDER, vec![channel.as_str()], encoded)
+                .await
+                .map_err(BusError::redis("publish change events"))?;
         }
 
         let revision = snapshot.revision.to_string();
-        let stored: i64 = self
-            .client
+        let stored: i64 = client
             .eval(
                 STORE_SNAPSHOT_IF_NEWER,
                 vec![keys::revision(environment_id), keys::snapshot(environment_id)],
@@ -136,8 +149,7 @@ impl RedisBus {
             tracing::debug!(environment_id, revision = snapshot.revision, "kept the newer cached snapshot");
         }
 
-        let _: i64 = self
-            .client
+        let _: i64 = client
             .eval(RECORD_REVISION_IF_NEWER, keys::REGISTRY, vec![environment_id.to_string(), revision])
             .await
             .map_err(BusError::redis("record revision in the registry"))?;

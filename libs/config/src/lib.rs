@@ -20,7 +20,7 @@ use serde::Deserialize;
 pub struct ConfigError(#[from] config::ConfigError);
 
 /// Everything a Vexil process can be configured with.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
 pub struct Settings {
     /// Where to listen.
@@ -33,6 +33,8 @@ pub struct Settings {
     pub api: ApiSettings,
     /// Logging.
     pub log: LogSettings,
+    /// The data plane (streaming and evaluation services).
+    pub dataplane: DataPlaneSettings,
     /// An admin token accepted from the first start (`VEXIL_BOOTSTRAP_TOKEN`).
     pub bootstrap_token: Option<SecretString>,
 }
@@ -87,15 +89,37 @@ pub struct LogSettings {
     pub level: String,
 }
 
-impl Default for Settings {
-    fn default() -> Settings {
-        Settings {
-            server: ServerSettings::default(),
-            database: DatabaseSettings::default(),
-            bus: BusSettings::default(),
-            api: ApiSettings::default(),
-            log: LogSettings::default(),
-            bootstrap_token: None,
+/// The data plane.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DataPlaneSettings {
+    /// Seconds between SSE heartbeat comments.
+    pub heartbeat_seconds: u64,
+    /// The `retry:` reconnect hint sent to SSE clients, in milliseconds.
+    pub retry_ms: u64,
+    /// Requests per second allowed per SDK key on evaluation routes (a token bucket; burst = 2 s worth).
+    pub rate_limit_per_second: u32,
+    /// Largest accepted request body on the data plane, in bytes.
+    pub max_body_bytes: usize,
+    /// The OFREP change stream advertised in bulk evaluations (absolute URL of the streaming service's
+    /// `/ofrep/v1/stream`); empty = advertise none.
+    pub ofrep_stream_url: String,
+    /// Seconds between checks of the snapshot cache's revisions (catches silently missed events).
+    pub resync_seconds: u64,
+    /// Most events kept in the Redis events stream (older ones are trimmed).
+    pub events_stream_max_len: u64,
+}
+
+impl Default for DataPlaneSettings {
+    fn default() -> DataPlaneSettings {
+        DataPlaneSettings {
+            heartbeat_seconds: 15,
+            retry_ms: 2_000,
+            rate_limit_per_second: 1_000,
+            max_body_bytes: 64 * 1024,
+            ofrep_stream_url: String::new(),
+            resync_seconds: 10,
+            events_stream_max_len: 1_000_000,
         }
     }
 }

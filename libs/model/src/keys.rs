@@ -262,8 +262,8 @@ mod tests {
 /// OpenAPI schemas for the identifier types: strings with their pattern.
 #[cfg(feature = "openapi")]
 mod openapi {
-    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
     use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
 
     fn string(pattern: &str, description: &str) -> RefOr<Schema> {
         ObjectBuilder::new()
@@ -297,7 +297,10 @@ mod openapi {
 
     impl utoipa::PartialSchema for super::AttributePath {
         fn schema() -> RefOr<Schema> {
-            string("^[^.\\s]+(\\.[^.\\s]+)*$", "A dotted path into the context, e.g. `address.country`; `targetingKey` is the targeting key.")
+            string(
+                "^[^.\\s]+(\\.[^.\\s]+)*$",
+                "A dotted path into the context, e.g. `address.country`; `targetingKey` is the targeting key.",
+            )
         }
     }
     impl utoipa::ToSchema for super::AttributePath {}

@@ -3,11 +3,11 @@
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
+use crate::Store;
 use crate::db::on;
 use crate::error::Result;
 use crate::records::{AuditQuery, AuditRecord, AuditVerification};
 use crate::write::{AuditFields, audit_hash, to_u64};
-use crate::Store;
 
 #[derive(FromRow)]
 struct AuditRow {
@@ -111,10 +111,9 @@ impl Store {
     /// newest records (the chain head no longer matches the last record).
     pub async fn verify_audit(&self) -> Result<AuditVerification> {
         let mut tx = self.begin().await?;
-        let head: (i64, Vec<u8>) = on!(&mut tx, |c, d| sqlx::query_as(d.pick(
-            "select seq, hash from audit.chain_head",
-            "select seq, hash from audit_chain_head"
-        ))
+        let head: (i64, Vec<u8>) = on!(&mut tx, |c, d| sqlx::query_as(
+            d.pick("select seq, hash from audit.chain_head", "select seq, hash from audit_chain_head")
+        )
         .fetch_one(c)
         .await?);
         let mut previous = vec![0u8; 32];
@@ -142,7 +141,11 @@ impl Store {
                     return Ok(broken(expected_seq, checked, format!("record {expected_seq} is missing")));
                 }
                 if row.prev_hash != previous {
-                    return Ok(broken(seq, checked, format!("record {seq} does not link to record {}", seq - 1)));
+                    return Ok(broken(
+                        seq,
+                        checked,
+                        format!("record {seq} does not link to record {}", seq - 1),
+                    ));
                 }
                 let hash = audit_hash(&previous, &row.fields());
                 if row.hash != hash {
@@ -161,7 +164,9 @@ impl Store {
             return Ok(broken(
                 checked + 1,
                 checked,
-                format!("the chain head says {head_seq} records but {checked} were found: newest records removed"),
+                format!(
+                    "the chain head says {head_seq} records but {checked} were found: newest records removed"
+                ),
             ));
         }
         Ok(AuditVerification { ok: true, records: checked, first_broken_seq: None, problem: None })

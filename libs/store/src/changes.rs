@@ -9,10 +9,10 @@ use sqlx::{Connection, FromRow};
 use time::OffsetDateTime;
 use vexil_proto::{ChangeEvent, EnvironmentSnapshot};
 
+use crate::Store;
 use crate::db::{Pool, on};
 use crate::error::{Result, StoreError};
 use crate::write::{self, now, parse_item, parse_kind, to_u64};
-use crate::Store;
 
 /// An arbitrary constant naming the relay's advisory lock (`pg_try_advisory_lock` takes a bigint).
 const RELAY_LOCK: i64 = 0x5645_5849_4c52_4c59; // "VEXILRLY"
@@ -116,7 +116,13 @@ impl Store {
     pub async fn mark_sent(&self, environment_id: i64, revision: u64) -> Result<()> {
         const SQL: &str = "update change_log set sent_at = $3 where environment_id = $1 and revision <= $2 and sent_at is null";
         let mut tx = self.begin().await?;
-        on!(&mut tx, |c, d| sqlx::query(SQL).bind(environment_id).bind(revision as i64).bind(now()).execute(c).await.map(drop)?);
+        on!(&mut tx, |c, d| sqlx::query(SQL)
+            .bind(environment_id)
+            .bind(revision as i64)
+            .bind(now())
+            .execute(c)
+            .await
+            .map(drop)?);
         tx.commit().await?;
         Ok(())
     }
@@ -132,12 +138,15 @@ impl Store {
     /// The environment's current snapshot, read from the database (the data plane's fallback when the
     /// cache is missing or older).
     pub async fn environment_snapshot(&self, environment_id: i64) -> Result<EnvironmentSnapshot> {
-        const NAMES: &str = "select p.key, e.key from environments e join projects p on p.id = e.project_id where e.id = $1";
+        const NAMES: &str =
+            "select p.key, e.key from environments e join projects p on p.id = e.project_id where e.id = $1";
         let mut tx = self.begin().await?;
         let names: Option<(String, String)> =
             on!(&mut tx, |c, d| sqlx::query_as(NAMES).bind(environment_id).fetch_optional(c).await?);
-        let (project, environment) =
-            names.ok_or_else(|| StoreError::NotFound { resource: "environment", key: environment_id.to_string() })?;
+        let (project, environment) = names.ok_or_else(|| StoreError::NotFound {
+            resource: "environment",
+            key: environment_id.to_string(),
+        })?;
         let (state, keys) = write::environment_state(&mut tx, environment_id).await?;
         Ok(EnvironmentSnapshot {
             environment_id,
@@ -165,8 +174,10 @@ impl Store {
             Pool::Sqlite(_) => Ok(Some(RelayLease { connection: None })),
             Pool::Postgres(pool) => {
                 let mut connection = PgConnection::connect_with(&pool.connect_options()).await?;
-                let granted: bool =
-                    sqlx::query_scalar("select pg_try_advisory_lock($1)").bind(RELAY_LOCK).fetch_one(&mut connection).await?;
+                let granted: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
+                    .bind(RELAY_LOCK)
+                    .fetch_one(&mut connection)
+                    .await?;
                 if granted {
                     Ok(Some(RelayLease { connection: Some(connection) }))
                 } else {

@@ -5,12 +5,12 @@ use time::{Duration, OffsetDateTime};
 use vexil_model::{EnvironmentKey, FlagConfigSpec, FlagSpec, ProjectKey};
 use vexil_proto::{ItemKind, SdkKey};
 
+use crate::Store;
 use crate::db::{Tx, on};
 use crate::error::{Result, StoreError, is_unique_violation};
 use crate::records::{Actor, EnvironmentRecord, KeyKind, NewSdkKeys, SdkKeyRecord};
 use crate::secrets::{self, SecretKind};
 use crate::write::{self, AuditEntry, Change, EnvRow, ProjectRow, corrupt, now, to_u64};
-use crate::Store;
 
 fn record(project: &ProjectRow, row: EnvRow) -> Result<EnvironmentRecord> {
     Ok(EnvironmentRecord {
@@ -99,8 +99,14 @@ impl Store {
                 .map(drop)?);
             if !flag.archived {
                 let payload = json!({"flag": flag.spec(), "config": config});
-                write::record_change(tx, &project.key, &env, Change::upsert_json(ItemKind::Flag, flag.key.as_str(), &payload), at)
-                    .await?;
+                write::record_change(
+                    tx,
+                    &project.key,
+                    &env,
+                    Change::upsert_json(ItemKind::Flag, flag.key.as_str(), &payload),
+                    at,
+                )
+                .await?;
             }
         }
         let keys = self.insert_keys(tx, project, &env, at).await?;
@@ -123,7 +129,13 @@ impl Store {
     }
 
     /// Creates a server and a client key for the environment, each announced by a change event.
-    async fn insert_keys(&self, tx: &mut Tx, project: &ProjectRow, env: &EnvRow, at: OffsetDateTime) -> Result<NewSdkKeys> {
+    async fn insert_keys(
+        &self,
+        tx: &mut Tx,
+        project: &ProjectRow,
+        env: &EnvRow,
+        at: OffsetDateTime,
+    ) -> Result<NewSdkKeys> {
         const SQL: &str = "insert into sdk_keys (id, environment_id, kind, prefix, secret_sha256, created_at) \
                            values ($1, $2, $3, $4, $5, $6)";
         let server = secrets::generate(SecretKind::Server);
@@ -166,7 +178,11 @@ impl Store {
     }
 
     /// One environment.
-    pub async fn get_environment(&self, project: &ProjectKey, key: &EnvironmentKey) -> Result<EnvironmentRecord> {
+    pub async fn get_environment(
+        &self,
+        project: &ProjectKey,
+        key: &EnvironmentKey,
+    ) -> Result<EnvironmentRecord> {
         let mut tx = self.begin().await?;
         let project_row = write::project(&mut tx, project).await?;
         let env = write::environment(&mut tx, &project_row, key).await?;
@@ -210,7 +226,12 @@ impl Store {
     }
 
     /// Deletes an environment and everything in it; a final `delete` event tells replicas to drop it.
-    pub async fn delete_environment(&self, actor: &Actor, project: &ProjectKey, key: &EnvironmentKey) -> Result<()> {
+    pub async fn delete_environment(
+        &self,
+        actor: &Actor,
+        project: &ProjectKey,
+        key: &EnvironmentKey,
+    ) -> Result<()> {
         const SQL: &str = "delete from environments where id = $1";
         let at = now();
         let mut tx = self.begin().await?;
@@ -243,7 +264,8 @@ impl Store {
         env: &EnvRow,
         at: OffsetDateTime,
     ) -> Result<()> {
-        write::record_change(tx, &project.key, env, Change::delete(ItemKind::Environment, &env.key), at).await?;
+        write::record_change(tx, &project.key, env, Change::delete(ItemKind::Environment, &env.key), at)
+            .await?;
         Ok(())
     }
 
@@ -281,17 +303,28 @@ impl Store {
         const EXPIRE: &str = "update sdk_keys set expires_at = $2 \
                               where environment_id = $1 and (expires_at is null or expires_at > $2) \
                               returning id, kind, secret_sha256";
-        const PURGE: &str = "delete from sdk_keys where environment_id = $1 and expires_at is not null and expires_at <= $2";
+        const PURGE: &str = "delete from sdk_keys where environment_id = $1 and expires_at is not null \
+                             and expires_at <= $2 returning id";
         let at = now();
         let expires = at + overlap.max(Duration::ZERO);
         let mut tx = self.begin().await?;
         let project_row = write::project(&mut tx, project).await?;
         let env = write::environment(&mut tx, &project_row, key).await?;
-        on!(&mut tx, |c, d| sqlx::query(PURGE).bind(env.id).bind(at).execute(c).await.map(drop)?);
+        let purged: Vec<String> =
+            on!(&mut tx, |c, d| sqlx::query_scalar(PURGE).bind(env.id).bind(at).fetch_all(c).await?);
+        // Replicas hold keys too: tell them the expired ones are gone.
+        for id in &purged {
+            write::record_change(&mut tx, &project_row.key, &env, Change::delete(ItemKind::SdkKey, id), at).await?;
+        }
         let expiring: Vec<(String, String, Vec<u8>)> =
             on!(&mut tx, |c, d| sqlx::query_as(EXPIRE).bind(env.id).bind(expires).fetch_all(c).await?);
         for (id, kind, secret_sha256) in expiring {
-            let key = SdkKey { id, kind, secret_sha256, expires_at_ms: (expires.unix_timestamp_nanos() / 1_000_000) as i64 };
+            let key = SdkKey {
+                id,
+                kind,
+                secret_sha256,
+                expires_at_ms: (expires.unix_timestamp_nanos() / 1_000_000) as i64,
+            };
             write::record_change(&mut tx, &project_row.key, &env, Change::upsert_key(&key), at).await?;
         }
         let keys = self.insert_keys(&mut tx, &project_row, &env, at).await?;

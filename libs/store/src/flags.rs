@@ -4,14 +4,16 @@ use serde_json::json;
 use sqlx::FromRow;
 use sqlx::types::Json;
 use time::OffsetDateTime;
-use vexil_model::{EnvironmentKey, Flag, FlagConfig, FlagConfigSpec, FlagKey, FlagSpec, ProjectKey, ValidationErrors};
+use vexil_model::{
+    EnvironmentKey, Flag, FlagConfig, FlagConfigSpec, FlagKey, FlagSpec, ProjectKey, ValidationErrors,
+};
 use vexil_proto::ItemKind;
 
+use crate::Store;
 use crate::db::{Tx, on};
 use crate::error::{Result, StoreError, is_unique_violation};
 use crate::records::{Actor, FlagConfigRecord, FlagRecord};
 use crate::write::{self, AuditEntry, Change, EnvRow, ProjectRow, corrupt, now, to_u64};
-use crate::Store;
 
 /// Which flags to list; all conditions ANDed.
 #[derive(Debug, Clone, Default)]
@@ -33,7 +35,9 @@ impl FlagFilter {
             && self.tag.as_deref().is_none_or(|t| flag.tags.iter().any(|tag| tag == t))
             && self.archived.is_none_or(|a| flag.archived == a)
             && query.is_none_or(|q| {
-                [flag.key.as_str(), &flag.name, &flag.description].iter().any(|text| text.to_lowercase().contains(&q))
+                [flag.key.as_str(), &flag.name, &flag.description]
+                    .iter()
+                    .any(|text| text.to_lowercase().contains(&q))
             })
     }
 }
@@ -66,17 +70,22 @@ struct ConfigRow {
 }
 
 async fn flag_row(tx: &mut Tx, project: &ProjectRow, key: &FlagKey) -> Result<FlagRow> {
-    const SQL: &str = "select id, spec, version, created_at, updated_at from flags where project_id = $1 and key = $2";
+    const SQL: &str =
+        "select id, spec, version, created_at, updated_at from flags where project_id = $1 and key = $2";
     let row: Option<FlagRow> =
         on!(tx, |c, d| sqlx::query_as(SQL).bind(project.id).bind(key.as_str()).fetch_optional(c).await?);
     row.ok_or_else(|| StoreError::NotFound { resource: "flag", key: format!("{}/{key}", project.key) })
 }
 
 async fn config_row(tx: &mut Tx, flag_id: i64, env: &EnvRow, flag: &FlagKey) -> Result<ConfigRow> {
-    const SQL: &str = "select config, version, updated_at from flag_configs where flag_id = $1 and environment_id = $2";
+    const SQL: &str =
+        "select config, version, updated_at from flag_configs where flag_id = $1 and environment_id = $2";
     let row: Option<ConfigRow> =
         on!(tx, |c, d| sqlx::query_as(SQL).bind(flag_id).bind(env.id).fetch_optional(c).await?);
-    row.ok_or_else(|| StoreError::NotFound { resource: "flag configuration", key: format!("{flag}/{}", env.key) })
+    row.ok_or_else(|| StoreError::NotFound {
+        resource: "flag configuration",
+        key: format!("{flag}/{}", env.key),
+    })
 }
 
 /// The change event payload of a flag in one environment.
@@ -116,11 +125,24 @@ impl Store {
         let mut config = FlagConfigSpec::initial(&flag);
         config.version = 1;
         for env in write::environments(&mut tx, project_row.id).await? {
-            on!(&mut tx, |c, d| sqlx::query(CONFIG).bind(row.id).bind(env.id).bind(Json(&config)).bind(at).execute(c).await.map(drop)?);
+            on!(&mut tx, |c, d| sqlx::query(CONFIG)
+                .bind(row.id)
+                .bind(env.id)
+                .bind(Json(&config))
+                .bind(at)
+                .execute(c)
+                .await
+                .map(drop)?);
             if !flag.archived {
                 let payload = configured(&flag, &config);
-                write::record_change(&mut tx, project.as_str(), &env, Change::upsert_json(ItemKind::Flag, flag.key.as_str(), &payload), at)
-                    .await?;
+                write::record_change(
+                    &mut tx,
+                    project.as_str(),
+                    &env,
+                    Change::upsert_json(ItemKind::Flag, flag.key.as_str(), &payload),
+                    at,
+                )
+                .await?;
             }
         }
         write::append_audit(
@@ -145,10 +167,12 @@ impl Store {
 
     /// The project's flags that pass `filter`, by key.
     pub async fn list_flags(&self, project: &ProjectKey, filter: &FlagFilter) -> Result<Vec<FlagRecord>> {
-        const SQL: &str = "select id, spec, version, created_at, updated_at from flags where project_id = $1 order by key";
+        const SQL: &str =
+            "select id, spec, version, created_at, updated_at from flags where project_id = $1 order by key";
         let mut tx = self.begin().await?;
         let project_row = write::project(&mut tx, project).await?;
-        let rows: Vec<FlagRow> = on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(project_row.id).fetch_all(c).await?);
+        let rows: Vec<FlagRow> =
+            on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(project_row.id).fetch_all(c).await?);
         let mut records = Vec::with_capacity(rows.len());
         for row in rows {
             let record = row.record()?;
@@ -177,8 +201,9 @@ impl Store {
         flag: Flag,
         if_version: Option<u64>,
     ) -> Result<FlagRecord> {
+        // Compare-and-set: the version read above must still be current when the row is written.
         const UPDATE: &str = "update flags set spec = $2, archived = $3, version = version + 1, updated_at = $4 \
-                              where id = $1 returning id, spec, version, created_at, updated_at";
+                              where id = $1 and version = $5 returning id, spec, version, created_at, updated_at";
         const CONFIGS: &str = "select e.id, e.key, e.name, e.revision, e.created_at, e.updated_at, c.config \
                                from flag_configs c join environments e on e.id = c.environment_id \
                                where c.flag_id = $1 order by e.id";
@@ -195,27 +220,36 @@ impl Store {
             return Err(StoreError::VersionMismatch { expected, current: to_u64(before.version) });
         }
         let flag_id = before.id;
+        let read_version = before.version;
         let before = before.record()?;
-        let row: FlagRow = on!(&mut tx, |c, d| sqlx::query_as(UPDATE)
+        let row: Option<FlagRow> = on!(&mut tx, |c, d| sqlx::query_as(UPDATE)
             .bind(flag_id)
             .bind(Json(flag.spec()))
             .bind(flag.archived)
             .bind(at)
-            .fetch_one(c)
+            .bind(read_version)
+            .fetch_optional(c)
             .await?);
+        let Some(row) = row else {
+            let current = to_u64(flag_row(&mut tx, &project_row, key).await?.version);
+            return Err(StoreError::VersionMismatch { expected: if_version.unwrap_or(to_u64(read_version)), current });
+        };
         #[derive(FromRow)]
         struct EnvConfig {
             #[sqlx(flatten)]
             env: EnvRow,
             config: Json<FlagConfigSpec>,
         }
-        let configs: Vec<EnvConfig> = on!(&mut tx, |c, d| sqlx::query_as(CONFIGS).bind(flag_id).fetch_all(c).await?);
+        let configs: Vec<EnvConfig> =
+            on!(&mut tx, |c, d| sqlx::query_as(CONFIGS).bind(flag_id).fetch_all(c).await?);
         for EnvConfig { env, config } in configs {
             FlagConfig::parse(config.0.clone(), &flag)
                 .map_err(|e| StoreError::Invalid(e.prefixed(&format!("environments.{}", env.key))))?;
             let change = match (before.flag.archived, flag.archived) {
                 (_, true) => Change::delete(ItemKind::Flag, key.as_str()),
-                (_, false) => Change::upsert_json(ItemKind::Flag, key.as_str(), &configured(&flag, &config.0)),
+                (_, false) => {
+                    Change::upsert_json(ItemKind::Flag, key.as_str(), &configured(&flag, &config.0))
+                }
             };
             if before.flag.archived && flag.archived {
                 continue; // still archived: the data plane has nothing to learn
@@ -256,8 +290,14 @@ impl Store {
         on!(&mut tx, |c, d| sqlx::query(DELETE).bind(flag_id).execute(c).await.map(drop)?);
         for env in write::environments(&mut tx, project_row.id).await? {
             if !before.flag.archived {
-                write::record_change(&mut tx, project.as_str(), &env, Change::delete(ItemKind::Flag, key.as_str()), at)
-                    .await?;
+                write::record_change(
+                    &mut tx,
+                    project.as_str(),
+                    &env,
+                    Change::delete(ItemKind::Flag, key.as_str()),
+                    at,
+                )
+                .await?;
             }
             write::check_environment(&mut tx, &env, None).await?;
         }
@@ -306,7 +346,8 @@ impl Store {
         spec: FlagConfigSpec,
         if_version: Option<u64>,
     ) -> Result<FlagConfigRecord> {
-        self.change_flag_config(actor, project, flag, environment, if_version, "flag.configure", |_| Ok(spec)).await
+        self.change_flag_config(actor, project, flag, environment, if_version, "flag.configure", |_| Ok(spec))
+            .await
     }
 
     /// Turns a flag on or off in one environment, leaving the rest of its configuration as it is.
@@ -377,8 +418,14 @@ impl Store {
         };
         if !flag_record.flag.archived {
             let payload = configured(&flag_record.flag, config.spec());
-            write::record_change(&mut tx, project.as_str(), &env, Change::upsert_json(ItemKind::Flag, flag.as_str(), &payload), at)
-                .await?;
+            write::record_change(
+                &mut tx,
+                project.as_str(),
+                &env,
+                Change::upsert_json(ItemKind::Flag, flag.as_str(), &payload),
+                at,
+            )
+            .await?;
         }
         write::check_environment(&mut tx, &env, Some(flag.as_str())).await?;
         write::append_audit(

@@ -33,8 +33,8 @@ pub use changes::{ChangeWaker, PendingChanges, RelayLease};
 pub use error::{Result, StoreError};
 pub use flags::FlagFilter;
 pub use records::{
-    Actor, AuditQuery, AuditRecord, AuditVerification, EnvironmentRecord, FlagConfigRecord, FlagRecord, KeyKind,
-    NewSdkKeys, ProjectRecord, Role, SdkKeyRecord, SegmentRecord, TokenRecord,
+    Actor, AuditQuery, AuditRecord, AuditVerification, EnvironmentRecord, FlagConfigRecord, FlagRecord,
+    KeyKind, NewSdkKeys, ProjectRecord, Role, SdkKeyRecord, SegmentRecord, TokenRecord,
 };
 pub use tokens::NewToken;
 

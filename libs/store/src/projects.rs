@@ -81,7 +81,8 @@ impl Store {
 
     /// Every project, by key.
     pub async fn list_projects(&self) -> Result<Vec<ProjectRecord>> {
-        const SQL: &str = "select id, key, name, description, created_at, updated_at from projects order by key";
+        const SQL: &str =
+            "select id, key, name, description, created_at, updated_at from projects order by key";
         let mut tx = self.begin().await?;
         let rows: Vec<ProjectRow> = on!(&mut tx, |c, d| sqlx::query_as(SQL).fetch_all(c).await?);
         rows.into_iter().map(ProjectRecord::try_from).collect()

@@ -66,7 +66,8 @@ pub fn generate(kind: SecretKind) -> NewSecret {
 /// Builds the secret for a caller-chosen string (the bootstrap token): the id is derived from its hash.
 pub fn from_chosen(secret: &str) -> NewSecret {
     let sha = sha256(secret);
-    let id: String = sha.iter().take(ID_LEN).map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect();
+    let id: String =
+        sha.iter().take(ID_LEN).map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char).collect();
     NewSecret { id: format!("boot{}", &id[4..]), secret: secret.to_owned(), sha256: sha }
 }
 

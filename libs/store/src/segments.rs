@@ -7,11 +7,11 @@ use time::OffsetDateTime;
 use vexil_model::{EnvironmentKey, ProjectKey, Segment, SegmentKey, SegmentSpec, ValidationErrors};
 use vexil_proto::ItemKind;
 
+use crate::Store;
 use crate::db::{Tx, on};
 use crate::error::{Result, StoreError, is_unique_violation};
 use crate::records::{Actor, SegmentRecord};
 use crate::write::{self, AuditEntry, Change, EnvRow, corrupt, now, to_u64};
-use crate::Store;
 
 #[derive(FromRow)]
 struct SegmentRow {
@@ -77,8 +77,14 @@ impl Store {
                 e.into()
             }
         })?;
-        write::record_change(&mut tx, project.as_str(), &env, Change::upsert_json(ItemKind::Segment, spec.key.as_str(), &spec), at)
-            .await?;
+        write::record_change(
+            &mut tx,
+            project.as_str(),
+            &env,
+            Change::upsert_json(ItemKind::Segment, spec.key.as_str(), &spec),
+            at,
+        )
+        .await?;
         write::append_audit(
             &mut tx,
             AuditEntry {
@@ -100,12 +106,17 @@ impl Store {
     }
 
     /// The environment's segments, by key.
-    pub async fn list_segments(&self, project: &ProjectKey, environment: &EnvironmentKey) -> Result<Vec<SegmentRecord>> {
+    pub async fn list_segments(
+        &self,
+        project: &ProjectKey,
+        environment: &EnvironmentKey,
+    ) -> Result<Vec<SegmentRecord>> {
         const SQL: &str = "select id, spec, version, created_at, updated_at from segments where environment_id = $1 order by key";
         let mut tx = self.begin().await?;
         let project_row = write::project(&mut tx, project).await?;
         let env = write::environment(&mut tx, &project_row, environment).await?;
-        let rows: Vec<SegmentRow> = on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(env.id).fetch_all(c).await?);
+        let rows: Vec<SegmentRow> =
+            on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(env.id).fetch_all(c).await?);
         rows.into_iter().map(SegmentRow::record).collect()
     }
 
@@ -132,8 +143,9 @@ impl Store {
         segment: Segment,
         if_version: Option<u64>,
     ) -> Result<SegmentRecord> {
-        const SQL: &str = "update segments set spec = $2, version = version + 1, updated_at = $3 where id = $1 \
-                           returning id, spec, version, created_at, updated_at";
+        // Compare-and-set: the version read above must still be current when the row is written.
+        const SQL: &str = "update segments set spec = $2, version = version + 1, updated_at = $3 \
+                           where id = $1 and version = $4 returning id, spec, version, created_at, updated_at";
         if segment.key != *key {
             return Err(ValidationErrors::single("key", "a segment's key cannot be changed").into());
         }
@@ -151,10 +163,25 @@ impl Store {
         let mut spec = segment.into_spec();
         spec.version = current + 1;
         let before_spec = before.spec.0.clone();
-        let row: SegmentRow =
-            on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(before.id).bind(Json(&spec)).bind(at).fetch_one(c).await?);
-        write::record_change(&mut tx, project.as_str(), &env, Change::upsert_json(ItemKind::Segment, key.as_str(), &spec), at)
-            .await?;
+        let row: Option<SegmentRow> = on!(&mut tx, |c, d| sqlx::query_as(SQL)
+            .bind(before.id)
+            .bind(Json(&spec))
+            .bind(at)
+            .bind(before.version)
+            .fetch_optional(c)
+            .await?);
+        let Some(row) = row else {
+            let now_current = to_u64(segment_row(&mut tx, &env, key).await?.version);
+            return Err(StoreError::VersionMismatch { expected: if_version.unwrap_or(current), current: now_current });
+        };
+        write::record_change(
+            &mut tx,
+            project.as_str(),
+            &env,
+            Change::upsert_json(ItemKind::Segment, key.as_str(), &spec),
+            at,
+        )
+        .await?;
         write::append_audit(
             &mut tx,
             AuditEntry {
@@ -190,7 +217,14 @@ impl Store {
         let env = write::environment(&mut tx, &project_row, environment).await?;
         let before = segment_row(&mut tx, &env, key).await?;
         on!(&mut tx, |c, d| sqlx::query(SQL).bind(before.id).execute(c).await.map(drop)?);
-        write::record_change(&mut tx, project.as_str(), &env, Change::delete(ItemKind::Segment, key.as_str()), at).await?;
+        write::record_change(
+            &mut tx,
+            project.as_str(),
+            &env,
+            Change::delete(ItemKind::Segment, key.as_str()),
+            at,
+        )
+        .await?;
         write::check_environment(&mut tx, &env, None).await?;
         write::append_audit(
             &mut tx,

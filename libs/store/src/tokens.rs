@@ -6,12 +6,12 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 use vexil_model::ProjectKey;
 
+use crate::Store;
 use crate::db::on;
 use crate::error::{Result, StoreError};
 use crate::records::{Actor, Role, TokenRecord};
 use crate::secrets::{self, NewSecret, SecretKind};
 use crate::write::{self, AuditEntry, corrupt, now};
-use crate::Store;
 
 /// A token to create.
 #[derive(Debug, Clone)]
@@ -38,7 +38,8 @@ struct TokenRow {
 impl TokenRow {
     fn record(self) -> Result<TokenRecord> {
         Ok(TokenRecord {
-            role: Role::parse(&self.role).ok_or_else(|| corrupt("token role", std::io::Error::other(self.role.clone())))?,
+            role: Role::parse(&self.role)
+                .ok_or_else(|| corrupt("token role", std::io::Error::other(self.role.clone())))?,
             id: self.id,
             name: self.name,
             projects: self.projects.map(|p| p.0),
@@ -109,7 +110,8 @@ impl Store {
 
     async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>> {
         let mut tx = self.begin().await?;
-        let row: Option<TokenRow> = on!(&mut tx, |c, d| sqlx::query_as(SQL_BY_ID).bind(id).fetch_optional(c).await?);
+        let row: Option<TokenRow> =
+            on!(&mut tx, |c, d| sqlx::query_as(SQL_BY_ID).bind(id).fetch_optional(c).await?);
         row.map(TokenRow::record).transpose()
     }
 
@@ -121,7 +123,8 @@ impl Store {
             None => secrets::from_chosen(presented).id,
         };
         let mut tx = self.begin().await?;
-        let row: Option<TokenRow> = on!(&mut tx, |c, d| sqlx::query_as(SQL_BY_ID).bind(&id).fetch_optional(c).await?);
+        let row: Option<TokenRow> =
+            on!(&mut tx, |c, d| sqlx::query_as(SQL_BY_ID).bind(&id).fetch_optional(c).await?);
         match row {
             Some(row) if secrets::matches(presented, &row.secret_sha256) => Ok(Some(row.record()?)),
             _ => Ok(None),
@@ -138,7 +141,9 @@ impl Store {
 
     /// One token, without its secret.
     pub async fn get_token(&self, id: &str) -> Result<TokenRecord> {
-        self.token_by_id(id).await?.ok_or_else(|| StoreError::NotFound { resource: "token", key: id.to_owned() })
+        self.token_by_id(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound { resource: "token", key: id.to_owned() })
     }
 
     /// Revokes a token.
@@ -147,8 +152,10 @@ impl Store {
                            returning id, name, role, projects, secret_sha256, created_at, created_by";
         let at = now();
         let mut tx = self.begin().await?;
-        let row: Option<TokenRow> = on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(id).fetch_optional(c).await?);
-        let record = row.ok_or_else(|| StoreError::NotFound { resource: "token", key: id.to_owned() })?.record()?;
+        let row: Option<TokenRow> =
+            on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(id).fetch_optional(c).await?);
+        let record =
+            row.ok_or_else(|| StoreError::NotFound { resource: "token", key: id.to_owned() })?.record()?;
         write::append_audit(
             &mut tx,
             AuditEntry {
@@ -168,5 +175,5 @@ impl Store {
     }
 }
 
-const SQL_BY_ID: &str = "select id, name, role, projects, secret_sha256, created_at, created_by from tokens where id = $1";
-
+const SQL_BY_ID: &str =
+    "select id, name, role, projects, secret_sha256, created_at, created_by from tokens where id = $1";

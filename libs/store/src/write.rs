@@ -9,7 +9,8 @@ use sqlx::FromRow;
 use sqlx::types::Json;
 use time::OffsetDateTime;
 use vexil_model::{
-    ConfiguredFlag, ConfiguredFlagSpec, EnvironmentKey, ProjectKey, Segment, SegmentSpec, Snapshot, ValidationErrors,
+    ConfiguredFlag, ConfiguredFlagSpec, EnvironmentKey, ProjectKey, Segment, SegmentSpec, Snapshot,
+    ValidationErrors,
 };
 use vexil_proto::{ChangeKind, ItemKind, SdkKey};
 
@@ -48,12 +49,16 @@ pub(crate) struct EnvRow {
     pub(crate) updated_at: OffsetDateTime,
 }
 
-pub(crate) fn corrupt(what: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> StoreError {
+pub(crate) fn corrupt(
+    what: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
     StoreError::Corrupt { what: what.into(), source: Box::new(source) }
 }
 
 pub(crate) async fn project(tx: &mut Tx, key: &ProjectKey) -> Result<ProjectRow> {
-    const SQL: &str = "select id, key, name, description, created_at, updated_at from projects where key = $1";
+    const SQL: &str =
+        "select id, key, name, description, created_at, updated_at from projects where key = $1";
     let row: Option<ProjectRow> =
         on!(tx, |c, d| sqlx::query_as(SQL).bind(key.as_str()).fetch_optional(c).await?);
     row.ok_or_else(|| StoreError::NotFound { resource: "project", key: key.to_string() })
@@ -92,7 +97,12 @@ impl<'a> Change<'a> {
     }
 
     pub(crate) fn upsert_key(key: &'a SdkKey) -> Change<'a> {
-        Change { kind: ChangeKind::Upsert, item: ItemKind::SdkKey, key: &key.id, payload: key.encode_to_vec() }
+        Change {
+            kind: ChangeKind::Upsert,
+            item: ItemKind::SdkKey,
+            key: &key.id,
+            payload: key.encode_to_vec(),
+        }
     }
 }
 
@@ -290,18 +300,23 @@ pub(crate) async fn environment_state(tx: &mut Tx, env_id: i64) -> Result<(Snaps
     const FLAGS: &str = "select f.spec, c.config from flags f join flag_configs c on c.flag_id = f.id \
                          where c.environment_id = $1 and not f.archived order by f.key";
     const SEGMENTS: &str = "select spec from segments where environment_id = $1 order by key";
-    const KEYS: &str = "select id, kind, secret_sha256, expires_at from sdk_keys where environment_id = $1 order by id";
+    const KEYS: &str =
+        "select id, kind, secret_sha256, expires_at from sdk_keys where environment_id = $1 order by id";
     let revision: Option<i64> =
         on!(tx, |c, d| sqlx::query_scalar(REVISION).bind(env_id).fetch_optional(c).await?);
-    let revision = revision.ok_or_else(|| StoreError::NotFound { resource: "environment", key: env_id.to_string() })?;
-    let flag_rows: Vec<ConfiguredRow> = on!(tx, |c, d| sqlx::query_as(FLAGS).bind(env_id).fetch_all(c).await?);
-    let segment_rows: Vec<SpecRow> = on!(tx, |c, d| sqlx::query_as(SEGMENTS).bind(env_id).fetch_all(c).await?);
+    let revision =
+        revision.ok_or_else(|| StoreError::NotFound { resource: "environment", key: env_id.to_string() })?;
+    let flag_rows: Vec<ConfiguredRow> =
+        on!(tx, |c, d| sqlx::query_as(FLAGS).bind(env_id).fetch_all(c).await?);
+    let segment_rows: Vec<SpecRow> =
+        on!(tx, |c, d| sqlx::query_as(SEGMENTS).bind(env_id).fetch_all(c).await?);
     let key_rows: Vec<KeyRow> = on!(tx, |c, d| sqlx::query_as(KEYS).bind(env_id).fetch_all(c).await?);
 
     let mut flags = Vec::with_capacity(flag_rows.len());
     for row in flag_rows {
-        let spec: ConfiguredFlagSpec = serde_json::from_value(serde_json::json!({"flag": row.spec.0, "config": row.config.0}))
-            .map_err(|e| corrupt("flag configuration", e))?;
+        let spec: ConfiguredFlagSpec =
+            serde_json::from_value(serde_json::json!({"flag": row.spec.0, "config": row.config.0}))
+                .map_err(|e| corrupt("flag configuration", e))?;
         flags.push(ConfiguredFlag::parse(spec).map_err(|e| corrupt("flag configuration", e))?);
     }
     let segments = segment_rows

@@ -16,7 +16,8 @@ use tracing_subscriber::EnvFilter;
 pub fn init_logging(format: &str, level: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = if format == "pretty" { builder.try_init() } else { builder.json().flatten_event(true).try_init() };
+    let _ =
+        if format == "pretty" { builder.try_init() } else { builder.json().flatten_event(true).try_init() };
 }
 
 /// A monotonically increasing count.

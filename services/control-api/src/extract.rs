@@ -30,31 +30,81 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Body<T>, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let limit = req.app_data::<web::Data<AppState>>().map_or(256 * 1024, |s| s.settings.api.max_body_bytes);
-        let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let mut payload = payload.take();
+        let (authenticated, content_type, read) = (authenticated(req), content_type(req), read_body(req, payload));
         Box::pin(async move {
-            let essence = content_type.as_deref().map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
-            match essence.as_deref() {
-                Some("application/json" | "application/merge-patch+json") => {}
-                Some(other) if other.starts_with("application/") && other.ends_with("+json") => {}
-                _ => {
-                    return Err(ApiError::new(
-                        ErrorCode::UnsupportedMediaType,
-                        "send the body as JSON with Content-Type: application/json",
-                    ));
-                }
-            }
-            let mut body = web::BytesMut::new();
-            while let Some(chunk) = payload.next().await {
-                let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::InvalidBody, format!("could not read the body: {e}")))?;
-                if body.len() + chunk.len() > limit {
-                    return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the body must be at most {limit} bytes")));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            parse_json(&body).map(Body)
+            authenticated.await;
+            check_json(content_type.as_deref())?;
+            parse_json(&read.await?).map(Body)
         })
+    }
+}
+
+/// A JSON body that may be left out: an empty body is `None`; anything else is read as by [`Body`].
+pub struct OptionalBody<T>(pub Option<T>);
+
+impl<T: DeserializeOwned + 'static> FromRequest for OptionalBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<OptionalBody<T>, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let (authenticated, content_type, read) = (authenticated(req), content_type(req), read_body(req, payload));
+        Box::pin(async move {
+            authenticated.await;
+            let body = read.await?;
+            if body.is_empty() {
+                return Ok(OptionalBody(None));
+            }
+            check_json(content_type.as_deref())?;
+            parse_json(&body).map(|value| OptionalBody(Some(value)))
+        })
+    }
+}
+
+fn content_type(req: &HttpRequest) -> Option<String> {
+    req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}
+
+/// Rejects (415) a content type that is not JSON.
+fn check_json(content_type: Option<&str>) -> Result<(), ApiError> {
+    let essence = content_type.map(|c| c.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/json" | "application/merge-patch+json") => Ok(()),
+        Some(other) if other.starts_with("application/") && other.ends_with("+json") => Ok(()),
+        _ => Err(ApiError::new(ErrorCode::UnsupportedMediaType, "send the body as JSON with Content-Type: application/json")),
+    }
+}
+
+/// Reads the body, refusing (413) more than the configured limit.
+fn read_body(req: &HttpRequest, payload: &mut Payload) -> impl Future<Output = Result<web::BytesMut, ApiError>> + 'static {
+    let limit = req.app_data::<web::Data<AppState>>().map_or(256 * 1024, |s| s.settings.api.max_body_bytes);
+    let mut payload = payload.take();
+    async move {
+        let mut body = web::BytesMut::new();
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::InvalidBody, format!("could not read the body: {e}")))?;
+            if body.len() + chunk.len() > limit {
+                return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the body must be at most {limit} bytes")));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    }
+}
+
+/// Set by [`Auth`] on the request while it authenticates; closed when it has finished.
+#[derive(Clone)]
+struct Authenticating(tokio::sync::watch::Receiver<()>);
+
+/// Resolves once the request's [`Auth`] extractor (if any) has finished. actix polls a handler's
+/// extractors together and answers with the first error: without this wait, a caller with no valid
+/// token would learn what is wrong with its body or query (400, 413, 415) before being told it is not
+/// allowed in (401, 403). `Auth` comes before them in every handler's arguments, so it is created first.
+fn authenticated(req: &HttpRequest) -> impl Future<Output = ()> + 'static {
+    let authenticating = req.extensions().get::<Authenticating>().cloned();
+    async move {
+        if let Some(Authenticating(mut receiver)) = authenticating {
+            let _ = receiver.changed().await;
+        }
     }
 }
 
@@ -67,8 +117,15 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         let message = inner.to_string();
         // serde_json appends " at line L column C"; the field path says more.
         let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-        if path == "." || inner.is_syntax() || inner.is_eof() {
+        // serde reports a missing field at the object that lacks it; the field itself says more.
+        let missing = message.strip_prefix("missing field `").and_then(|rest| rest.strip_suffix('`'));
+        if inner.is_syntax() || inner.is_eof() {
             ApiError::new(ErrorCode::InvalidBody, format!("the body is not valid JSON: {message}"))
+        } else if let Some(missing) = missing {
+            let field = if path == "." { missing.to_owned() } else { format!("{path}.{missing}") };
+            ApiError::field(ErrorCode::InvalidBody, field, message)
+        } else if path == "." {
+            ApiError::new(ErrorCode::InvalidBody, format!("the body does not have the expected shape: {message}"))
         } else {
             ApiError::field(ErrorCode::InvalidBody, path, message)
         }
@@ -77,6 +134,39 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
         .end()
         .map_err(|e| ApiError::new(ErrorCode::InvalidBody, format!("unexpected data after the JSON value: {e}")))?;
     Ok(value)
+}
+
+/// A query string of type `T`. Rejects an unknown or malformed parameter (400), naming it.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for Query<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Query<T>, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let query = req.query_string();
+        let parsed = match web::Query::<T>::from_query(query) {
+            Ok(value) => Ok(Query(value.into_inner())),
+            Err(error) => {
+                let detail = format!("invalid query: {error}");
+                // The deserializer does not say which parameter it choked on: the one that fails on
+                // its own is it.
+                let culprit = query
+                    .split('&')
+                    .filter(|pair| !pair.is_empty() && web::Query::<T>::from_query(pair).is_err())
+                    .find_map(|pair| web::Query::<Vec<(String, String)>>::from_query(pair).ok()?.0.pop());
+                Err(match culprit {
+                    Some((name, _)) => ApiError::field(ErrorCode::InvalidParameter, name, detail),
+                    None => ApiError::new(ErrorCode::InvalidParameter, detail),
+                })
+            }
+        };
+        let authenticated = authenticated(req);
+        Box::pin(async move {
+            authenticated.await;
+            parsed
+        })
+    }
 }
 
 /// The version named by `If-Match` (`"7"` or `W/"7"`); none when absent or `*`.
@@ -152,7 +242,10 @@ impl<R: Requirement> FromRequest for Auth<R> {
             .map(|v| v.trim().to_owned());
         let project = req.match_info().get("project").map(str::to_owned);
         let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+        let (done, authenticating) = tokio::sync::watch::channel(());
+        req.extensions_mut().insert(Authenticating(authenticating));
         Box::pin(async move {
+            let _done = done;
             let state = state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("application state missing")))?;
             let presented = presented
                 .filter(|p| !p.is_empty())

@@ -18,7 +18,10 @@ async fn every_write_is_audited_with_before_and_after(store: Store) {
     let toggle = &records[0];
     assert_eq!(toggle.before.as_ref().unwrap()["on"], false);
     assert_eq!(toggle.after.as_ref().unwrap()["on"], true);
-    assert_eq!((toggle.actor_token_id.as_deref(), toggle.request_id.as_deref()), (Some("tok1"), Some("req-1")));
+    assert_eq!(
+        (toggle.actor_token_id.as_deref(), toggle.request_id.as_deref()),
+        (Some("tok1"), Some("req-1"))
+    );
     assert_eq!(toggle.environment.as_deref(), Some("production"));
     let verification = store.verify_audit().await.unwrap();
     assert!(verification.ok, "{verification:?}");
@@ -59,8 +62,11 @@ async fn postgres_refuses_to_change_audit_rows_and_the_chain_detects_a_superuser
     let (store, url) = postgres_with_url().await;
     with_flag(&store).await;
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-    for statement in ["update audit.records set actor_name = 'mallory'", "delete from audit.records where seq = 2",
-                      "truncate audit.records"] {
+    for statement in [
+        "update audit.records set actor_name = 'mallory'",
+        "delete from audit.records where seq = 2",
+        "truncate audit.records",
+    ] {
         let err = sqlx::query(statement).execute(&mut conn).await.unwrap_err();
         assert!(err.to_string().contains("append-only"), "{statement}: {err}");
     }
@@ -68,7 +74,10 @@ async fn postgres_refuses_to_change_audit_rows_and_the_chain_detects_a_superuser
 
     // A superuser can bypass the triggers; the hash chain still tells.
     sqlx::query("set session_replication_role = replica").execute(&mut conn).await.unwrap();
-    sqlx::query("update audit.records set actor_name = 'mallory' where seq = 2").execute(&mut conn).await.unwrap();
+    sqlx::query("update audit.records set actor_name = 'mallory' where seq = 2")
+        .execute(&mut conn)
+        .await
+        .unwrap();
     let verification = store.verify_audit().await.unwrap();
     assert!(!verification.ok);
     assert_eq!(verification.first_broken_seq, Some(2), "{verification:?}");
@@ -81,7 +90,8 @@ async fn postgres_detects_deleted_audit_records_in_the_middle_and_at_the_end() {
     with_flag(&store).await;
     let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
     sqlx::query("set session_replication_role = replica").execute(&mut conn).await.unwrap();
-    let newest: i64 = sqlx::query_scalar("select max(seq) from audit.records").fetch_one(&mut conn).await.unwrap();
+    let newest: i64 =
+        sqlx::query_scalar("select max(seq) from audit.records").fetch_one(&mut conn).await.unwrap();
     sqlx::query("delete from audit.records where seq = $1").bind(newest).execute(&mut conn).await.unwrap();
     let verification = store.verify_audit().await.unwrap();
     assert!(!verification.ok, "removing the newest record must be detected");
@@ -103,12 +113,15 @@ async fn postgres_audit_records_land_in_monthly_partitions() {
         .await
         .unwrap();
     let this_month = time::OffsetDateTime::now_utc();
-    assert_eq!(partition, format!("audit.records_{:04}_{:02}", this_month.year(), u8::from(this_month.month())));
-    let ahead: i64 = sqlx::query_scalar(
-        "select count(*) from pg_inherits where inhparent = 'audit.records'::regclass")
-        .fetch_one(&mut conn)
-        .await
-        .unwrap();
+    assert_eq!(
+        partition,
+        format!("audit.records_{:04}_{:02}", this_month.year(), u8::from(this_month.month()))
+    );
+    let ahead: i64 =
+        sqlx::query_scalar("select count(*) from pg_inherits where inhparent = 'audit.records'::regclass")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
     // Last month, this month, three ahead, and the default.
     assert!(ahead >= 6, "{ahead} partitions");
 }
@@ -119,7 +132,8 @@ async fn sqlite_refuses_to_change_audit_rows_and_the_chain_detects_tampering() {
     with_flag(&store).await;
     drop(store);
     let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
-    let err = sqlx::query("update audit_records set actor_name = 'mallory'").execute(&mut conn).await.unwrap_err();
+    let err =
+        sqlx::query("update audit_records set actor_name = 'mallory'").execute(&mut conn).await.unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
     sqlx::query("drop trigger audit_records_no_update").execute(&mut conn).await.unwrap();
     sqlx::query("update audit_records set after = '{}' where seq = 3").execute(&mut conn).await.unwrap();

@@ -18,7 +18,10 @@ async fn changes_wait_in_revision_order_until_marked_sent(store: Store) {
     let revisions: Vec<u64> = production.events.iter().map(|e| e.revision).collect();
     assert_eq!(revisions, (1..=6).collect::<Vec<_>>(), "2 keys, flag created, 3 toggles");
     let last = production.events.last().unwrap();
-    assert_eq!((last.kind(), last.item(), last.key.as_str()), (ChangeKind::Upsert, ItemKind::Flag, "checkout"));
+    assert_eq!(
+        (last.kind(), last.item(), last.key.as_str()),
+        (ChangeKind::Upsert, ItemKind::Flag, "checkout")
+    );
     let payload: serde_json::Value = serde_json::from_slice(&last.payload).unwrap();
     assert_eq!(payload["config"]["on"], true);
     assert!(last.committed_at_ms > 0);

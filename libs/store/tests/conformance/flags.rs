@@ -57,7 +57,10 @@ async fn a_stale_version_is_refused_and_changes_nothing(store: Store) {
         .await
         .unwrap_err();
     assert!(matches!(err, StoreError::VersionMismatch { expected: 1, current: 2 }), "{err:?}");
-    assert_eq!(store.get_flag_config(&project(), &flag_key("checkout"), &env("production")).await.unwrap().version, 2);
+    assert_eq!(
+        store.get_flag_config(&project(), &flag_key("checkout"), &env("production")).await.unwrap().version,
+        2
+    );
 }
 
 async fn twenty_concurrent_writers_with_one_version_make_one_change(store: Store) {
@@ -67,7 +70,16 @@ async fn twenty_concurrent_writers_with_one_version_make_one_change(store: Store
         let store = store.clone();
         async move {
             let spec = config(json!({"on": true, "off_variation": 1, "fallthrough": {"variation": i % 2}}));
-            store.put_flag_config(&actor(), &project(), &flag_key("checkout"), &env("production"), spec, Some(1)).await
+            store
+                .put_flag_config(
+                    &actor(),
+                    &project(),
+                    &flag_key("checkout"),
+                    &env("production"),
+                    spec,
+                    Some(1),
+                )
+                .await
         }
     });
     let results = futures::future::join_all(writers).await;
@@ -83,18 +95,45 @@ async fn twenty_concurrent_writers_with_one_version_make_one_change(store: Store
 async fn a_prerequisite_cycle_is_refused_before_commit(store: Store) {
     with_flag(&store).await;
     store.create_flag(&actor(), &project(), boolean_flag("payments")).await.unwrap();
-    let needs = |other: &str| config(json!({"fallthrough": {"variation": 0}, "prerequisites": [{"key": other, "variation": 0}]}));
-    store.put_flag_config(&actor(), &project(), &flag_key("checkout"), &env("production"), needs("payments"), None).await.unwrap();
+    let needs = |other: &str| {
+        config(json!({"fallthrough": {"variation": 0}, "prerequisites": [{"key": other, "variation": 0}]}))
+    };
+    store
+        .put_flag_config(
+            &actor(),
+            &project(),
+            &flag_key("checkout"),
+            &env("production"),
+            needs("payments"),
+            None,
+        )
+        .await
+        .unwrap();
     let err = store
-        .put_flag_config(&actor(), &project(), &flag_key("payments"), &env("production"), needs("checkout"), None)
+        .put_flag_config(
+            &actor(),
+            &project(),
+            &flag_key("payments"),
+            &env("production"),
+            needs("checkout"),
+            None,
+        )
         .await
         .unwrap_err();
     assert!(err.to_string().contains("cycle"), "{err}");
-    let payments = store.get_flag_config(&project(), &flag_key("payments"), &env("production")).await.unwrap();
+    let payments =
+        store.get_flag_config(&project(), &flag_key("payments"), &env("production")).await.unwrap();
     assert!(payments.config.prerequisites.is_empty());
     // A prerequisite on a flag that does not exist names the field.
     let err = store
-        .put_flag_config(&actor(), &project(), &flag_key("payments"), &env("production"), needs("ghost"), None)
+        .put_flag_config(
+            &actor(),
+            &project(),
+            &flag_key("payments"),
+            &env("production"),
+            needs("ghost"),
+            None,
+        )
         .await
         .unwrap_err();
     let StoreError::Invalid(errors) = err else { panic!("{err:?}") };
@@ -109,8 +148,14 @@ async fn a_failed_write_leaves_no_trace(store: Store) {
     let revision = store.get_environment(&project(), &env("production")).await.unwrap().revision;
     let audit_before = store.verify_audit().await.unwrap().records;
     let unsent_before = store.unsent_count().await.unwrap();
-    let cyclic = config(json!({"fallthrough": {"variation": 0}, "prerequisites": [{"key": "ghost", "variation": 0}]}));
-    assert!(store.put_flag_config(&actor(), &project(), &flag_key("checkout"), &env("production"), cyclic, None).await.is_err());
+    let cyclic =
+        config(json!({"fallthrough": {"variation": 0}, "prerequisites": [{"key": "ghost", "variation": 0}]}));
+    assert!(
+        store
+            .put_flag_config(&actor(), &project(), &flag_key("checkout"), &env("production"), cyclic, None)
+            .await
+            .is_err()
+    );
     assert_eq!(store.get_environment(&project(), &env("production")).await.unwrap().revision, revision);
     assert_eq!(store.verify_audit().await.unwrap().records, audit_before);
     assert_eq!(store.unsent_count().await.unwrap(), unsent_before);
@@ -122,25 +167,45 @@ async fn flags_are_listed_by_filter(store: Store) {
     beta.tags = vec!["search".into()];
     beta.description = "New Ranking".into();
     store.create_flag(&actor(), &project(), vexil_model::Flag::parse(beta).unwrap()).await.unwrap();
-    let keys = |records: Vec<vexil_store::FlagRecord>| records.into_iter().map(|r| r.flag.key.to_string()).collect::<Vec<_>>();
+    let keys = |records: Vec<vexil_store::FlagRecord>| {
+        records.into_iter().map(|r| r.flag.key.to_string()).collect::<Vec<_>>()
+    };
     let all = store.list_flags(&project(), &FlagFilter::default()).await.unwrap();
     assert_eq!(keys(all), ["beta.search", "checkout"]);
-    let by_prefix = store.list_flags(&project(), &FlagFilter { prefix: Some("beta".into()), ..Default::default() }).await.unwrap();
+    let by_prefix = store
+        .list_flags(&project(), &FlagFilter { prefix: Some("beta".into()), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(keys(by_prefix), ["beta.search"]);
-    let by_tag = store.list_flags(&project(), &FlagFilter { tag: Some("search".into()), ..Default::default() }).await.unwrap();
+    let by_tag = store
+        .list_flags(&project(), &FlagFilter { tag: Some("search".into()), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(keys(by_tag), ["beta.search"]);
-    let by_text = store.list_flags(&project(), &FlagFilter { query: Some("ranking".into()), ..Default::default() }).await.unwrap();
+    let by_text = store
+        .list_flags(&project(), &FlagFilter { query: Some("ranking".into()), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(keys(by_text), ["beta.search"]);
 }
 
 async fn a_flag_update_must_keep_every_configuration_valid(store: Store) {
     with_flag(&store).await;
     let serves_second = config(json!({"on": true, "off_variation": 1, "fallthrough": {"variation": 1}}));
-    store.put_flag_config(&actor(), &project(), &flag_key("checkout"), &env("production"), serves_second, None).await.unwrap();
+    store
+        .put_flag_config(&actor(), &project(), &flag_key("checkout"), &env("production"), serves_second, None)
+        .await
+        .unwrap();
     let mut one_variation = boolean_flag("checkout").into_spec();
     one_variation.variations.truncate(1);
     let err = store
-        .update_flag(&actor(), &project(), &flag_key("checkout"), vexil_model::Flag::parse(one_variation).unwrap(), None)
+        .update_flag(
+            &actor(),
+            &project(),
+            &flag_key("checkout"),
+            vexil_model::Flag::parse(one_variation).unwrap(),
+            None,
+        )
         .await
         .unwrap_err();
     let StoreError::Invalid(errors) = err else { panic!("{err:?}") };
@@ -149,7 +214,13 @@ async fn a_flag_update_must_keep_every_configuration_valid(store: Store) {
     let mut renamed = boolean_flag("checkout").into_spec();
     renamed.name = "Checkout v2".into();
     let record = store
-        .update_flag(&actor(), &project(), &flag_key("checkout"), vexil_model::Flag::parse(renamed).unwrap(), Some(1))
+        .update_flag(
+            &actor(),
+            &project(),
+            &flag_key("checkout"),
+            vexil_model::Flag::parse(renamed).unwrap(),
+            Some(1),
+        )
         .await
         .unwrap();
     assert_eq!((record.version, record.flag.name.as_str()), (2, "Checkout v2"));
@@ -157,11 +228,15 @@ async fn a_flag_update_must_keep_every_configuration_valid(store: Store) {
 
 async fn a_segment_in_use_cannot_be_deleted(store: Store) {
     with_flag(&store).await;
-    let segment = Segment::parse(serde_json::from_value(json!({"key": "beta", "included": ["u1"]})).unwrap()).unwrap();
+    let segment =
+        Segment::parse(serde_json::from_value(json!({"key": "beta", "included": ["u1"]})).unwrap()).unwrap();
     store.create_segment(&actor(), &project(), &env("production"), segment).await.unwrap();
     let uses = config(json!({"fallthrough": {"variation": 1}, "rules": [{"id": "r",
         "clauses": [{"attribute": "targetingKey", "op": "segment_match", "values": ["beta"]}], "serve": {"variation": 0}}]}));
-    store.put_flag_config(&actor(), &project(), &flag_key("checkout"), &env("production"), uses, None).await.unwrap();
+    store
+        .put_flag_config(&actor(), &project(), &flag_key("checkout"), &env("production"), uses, None)
+        .await
+        .unwrap();
     // The same rule in an environment without the segment names the field.
     let uses_missing = config(json!({"fallthrough": {"variation": 1}, "rules": [{"id": "r",
         "clauses": [{"attribute": "targetingKey", "op": "segment_match", "values": ["beta"]}], "serve": {"variation": 0}}]}));
@@ -181,8 +256,14 @@ async fn toggling_keeps_the_rest_of_the_configuration(store: Store) {
     with_flag(&store).await;
     let rollout = config(json!({"on": false, "off_variation": 1, "fallthrough": {"rollout": {"weights": [
         {"variation": 0, "weight": 10000}, {"variation": 1, "weight": 90000}]}}}));
-    store.put_flag_config(&actor(), &project(), &flag_key("checkout"), &env("production"), rollout, None).await.unwrap();
-    let toggled = store.toggle_flag(&actor(), &project(), &flag_key("checkout"), &env("production"), true).await.unwrap();
+    store
+        .put_flag_config(&actor(), &project(), &flag_key("checkout"), &env("production"), rollout, None)
+        .await
+        .unwrap();
+    let toggled = store
+        .toggle_flag(&actor(), &project(), &flag_key("checkout"), &env("production"), true)
+        .await
+        .unwrap();
     assert!(toggled.config.on);
     assert!(matches!(toggled.config.fallthrough, Serve::Rollout(_)));
     assert_eq!(toggled.version, 3);

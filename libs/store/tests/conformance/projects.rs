@@ -3,11 +3,16 @@ use vexil_store::{KeyKind, Store, StoreError, secrets};
 use crate::conformance;
 use crate::helpers::*;
 
-conformance!(a_new_project_gets_two_environments_with_keys, a_duplicate_project_is_refused,
-    rotating_keys_expires_the_old_ones_after_the_overlap, deleting_a_project_removes_everything);
+conformance!(
+    a_new_project_gets_two_environments_with_keys,
+    a_duplicate_project_is_refused,
+    rotating_keys_expires_the_old_ones_after_the_overlap,
+    deleting_a_project_removes_everything
+);
 
 async fn a_new_project_gets_two_environments_with_keys(store: Store) {
-    let (project_record, keys) = store.create_project(&actor(), &project(), "Shop", "all of it").await.unwrap();
+    let (project_record, keys) =
+        store.create_project(&actor(), &project(), "Shop", "all of it").await.unwrap();
     assert_eq!(project_record.name, "Shop");
     let envs = store.list_environments(&project()).await.unwrap();
     assert_eq!(envs.iter().map(|e| e.key.as_str()).collect::<Vec<_>>(), ["development", "production"]);
@@ -32,24 +37,42 @@ async fn a_duplicate_project_is_refused(store: Store) {
 async fn rotating_keys_expires_the_old_ones_after_the_overlap(store: Store) {
     store.create_project(&actor(), &project(), "", "").await.unwrap();
     let before = store.get_environment(&project(), &env("production")).await.unwrap().revision;
-    let new = store.rotate_keys(&actor(), &project(), &env("production"), time::Duration::hours(1)).await.unwrap();
+    let new =
+        store.rotate_keys(&actor(), &project(), &env("production"), time::Duration::hours(1)).await.unwrap();
     let keys = store.list_keys(&project(), &env("production")).await.unwrap();
     assert_eq!(keys.len(), 4);
     assert_eq!(keys.iter().filter(|k| k.expires_at.is_some()).count(), 2, "old keys expire");
-    assert!(keys.iter().any(|k| secrets::id_of(secrets::SecretKind::Server, &new.server) == Some(k.id.as_str())));
+    assert!(
+        keys.iter().any(|k| secrets::id_of(secrets::SecretKind::Server, &new.server) == Some(k.id.as_str()))
+    );
     // Two expiring keys and two new keys: four events.
     assert_eq!(store.get_environment(&project(), &env("production")).await.unwrap().revision, before + 4);
     // With no overlap, the previous keys are gone at the next rotation.
     store.rotate_keys(&actor(), &project(), &env("production"), time::Duration::ZERO).await.unwrap();
+    let revision = store.get_environment(&project(), &env("production")).await.unwrap().revision;
     store.rotate_keys(&actor(), &project(), &env("production"), time::Duration::ZERO).await.unwrap();
     assert_eq!(store.list_keys(&project(), &env("production")).await.unwrap().len(), 4);
+    // The previous zero-overlap rotation expired all four older keys at once (cutting short the
+    // first rotation's window); this one purges them, announced as 4 deletes, then 2 expiries, 2 new.
+    assert_eq!(store.get_environment(&project(), &env("production")).await.unwrap().revision, revision + 8);
+    let pending = store.pending_changes(100).await.unwrap();
+    let production = pending.iter().find(|p| p.snapshot.environment == "production").unwrap();
+    let deletes = production
+        .events
+        .iter()
+        .filter(|e| e.kind() == vexil_proto::ChangeKind::Delete && e.item() == vexil_proto::ItemKind::SdkKey)
+        .count();
+    assert_eq!(deletes, 4);
 }
 
 async fn deleting_a_project_removes_everything(store: Store) {
     with_flag(&store).await;
     store.delete_project(&actor(), &project()).await.unwrap();
     assert!(matches!(store.get_project(&project()).await, Err(StoreError::NotFound { .. })));
-    assert!(matches!(store.get_flag(&project(), &flag_key("checkout")).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        store.get_flag(&project(), &flag_key("checkout")).await,
+        Err(StoreError::NotFound { .. })
+    ));
     // The environments' final events wait for the relay.
     let pending = store.pending_changes(100).await.unwrap();
     assert_eq!(pending.len(), 2);

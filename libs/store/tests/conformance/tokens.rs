@@ -7,7 +7,11 @@ use crate::helpers::*;
 conformance!(a_token_authenticates_only_with_its_secret, the_bootstrap_token_is_idempotent);
 
 async fn a_token_authenticates_only_with_its_secret(store: Store) {
-    let token = NewToken { name: "ci".into(), role: Role::Editor, projects: Some(vec![ProjectKey::parse("shop").unwrap()]) };
+    let token = NewToken {
+        name: "ci".into(),
+        role: Role::Editor,
+        projects: Some(vec![ProjectKey::parse("shop").unwrap()]),
+    };
     let (record, secret) = store.create_token(&actor(), token).await.unwrap();
     let found = store.authenticate(&secret).await.unwrap().expect("valid secret");
     assert_eq!((found.id.as_str(), found.role), (record.id.as_str(), Role::Editor));

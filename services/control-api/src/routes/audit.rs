@@ -8,7 +8,7 @@ use utoipa::{IntoParams, ToSchema};
 use vexil_store::{AuditQuery, AuditRecord, AuditVerification};
 
 use crate::error::{ApiError, ErrorCode, Problem};
-use crate::extract::{Auth, GlobalAdmin, Viewer};
+use crate::extract::{Auth, GlobalAdmin, Query, Viewer};
 use crate::state::AppState;
 
 /// Registers the routes.
@@ -63,8 +63,7 @@ fn instant(name: &str, value: Option<String>) -> Result<Option<OffsetDateTime>, 
 #[utoipa::path(tag = "audit", params(AuditParams), responses((status = 200, body = AuditPage), (status = 400, body = Problem)))]
 #[get("/audit")]
 #[tracing::instrument(skip_all)]
-async fn list_audit(state: web::Data<AppState>, auth: Auth<Viewer>, params: web::Query<AuditParams>) -> Result<HttpResponse, ApiError> {
-    let params = params.into_inner();
+async fn list_audit(state: web::Data<AppState>, auth: Auth<Viewer>, Query(params): Query<AuditParams>) -> Result<HttpResponse, ApiError> {
     let limit = params.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::field(ErrorCode::InvalidParameter, "limit", "limit must be between 1 and 1000"));

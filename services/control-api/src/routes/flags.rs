@@ -8,7 +8,7 @@ use vexil_model::{EnvironmentKey, Flag, FlagConfigSpec, FlagKey, FlagSpec, Proje
 use vexil_store::FlagFilter;
 
 use crate::error::{ApiError, ErrorCode, Problem};
-use crate::extract::{Auth, Body, Editor, Viewer, etag, if_match, parse_json, path_key};
+use crate::extract::{Auth, Body, Editor, Query, Viewer, etag, if_match, parse_json, path_key};
 use crate::state::AppState;
 use crate::views::{FlagConfigView, FlagView};
 
@@ -69,10 +69,9 @@ async fn list_flags(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
     path: web::Path<String>,
-    query: web::Query<FlagQuery>,
+    Query(query): Query<FlagQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let project = path_key("project", path.into_inner(), ProjectKey::parse)?;
-    let query = query.into_inner();
     let archived = match query.archived.as_deref() {
         None | Some("false") => Some(false),
         Some("true") => Some(true),

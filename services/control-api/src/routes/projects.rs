@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use vexil_model::{EnvironmentKey, ProjectKey};
 
 use crate::error::{ApiError, Problem};
-use crate::extract::{Admin, Auth, Body, GlobalAdmin, Viewer, path_key};
+use crate::extract::{Admin, Auth, Body, GlobalAdmin, OptionalBody, Viewer, path_key};
 use crate::state::AppState;
 use crate::views::{EnvironmentView, KeyView, NewKeysView, ProjectView};
 
@@ -257,11 +257,11 @@ async fn rotate_keys(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     path: web::Path<(String, String)>,
-    body: web::Bytes,
+    OptionalBody(options): OptionalBody<RotateKeys>,
 ) -> Result<HttpResponse, ApiError> {
     let (project, environment) = path.into_inner();
     // The body is optional: an empty POST rotates with the default overlap.
-    let options: RotateKeys = if body.is_empty() { RotateKeys::default() } else { crate::extract::parse_json(&body)? };
+    let options = options.unwrap_or_default();
     let seconds = options.overlap_seconds.unwrap_or(state.settings.api.key_rotation_overlap_seconds);
     let overlap = time::Duration::seconds(i64::try_from(seconds.min(365 * 86_400)).unwrap_or(0));
     let keys = state.store.rotate_keys(&auth.actor, &project_key(project)?, &environment_key(environment)?, overlap).await?;

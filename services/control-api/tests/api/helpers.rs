@@ -100,3 +100,16 @@ pub async fn problem(response: Response) -> Value {
     assert_eq!(content_type.as_deref(), Some("application/problem+json"), "status {}", response.status());
     response.json().await.unwrap()
 }
+
+/// A second control plane (HTTP server and change relay) on `app`'s database, with its own bus, as
+/// another replica of the deployment would be; returns its address.
+pub async fn spawn_replica(app: &TestApp, bus: Bus) -> String {
+    let store = Store::connect(&app.database_url).await.expect("connect");
+    let mut settings = Settings::default();
+    settings.server.port = 0;
+    settings.database.url = app.database_url.clone();
+    let application = Application::build(settings, store, bus).await.expect("build");
+    let address = format!("http://127.0.0.1:{}", application.port());
+    tokio::spawn(application.run_until_stopped());
+    address
+}

@@ -3,3 +3,8 @@
 mod helpers;
 
 mod flow;
+mod auth;
+mod relay;
+mod validation;
+mod concurrency;
+mod resources;

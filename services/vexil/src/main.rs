@@ -1,0 +1,132 @@
+//! `vexil`: one binary for every role.
+//!
+//! - `vexil standalone`: everything in one process over SQLite and an in-process bus (a laptop).
+//! - `vexil control-api`: the management API and change relay, over PostgreSQL and Redis.
+//! - `vexil migrate`: applies the database migrations and exits.
+//!
+//! Settings come from `config/` and `VEXIL__SECTION__KEY` variables (see libs/config); flags given
+//! here override them.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use vexil_bus::Bus;
+use vexil_config::Settings;
+use vexil_control_api::Application;
+use vexil_control_api::bootstrap::{FirstStart, first_start};
+use vexil_store::Store;
+
+#[derive(Parser)]
+#[command(name = "vexil", version, about = "Vexil: an open feature-flag platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run everything in one process on SQLite, with no other service needed.
+    Standalone {
+        /// Port to listen on.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+        /// Address to bind.
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Where the SQLite database lives.
+        #[arg(long, default_value = "./data")]
+        data_dir: PathBuf,
+    },
+    /// Run the management API and the change relay over PostgreSQL and Redis.
+    ControlApi {
+        /// Apply migrations before serving.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Apply the database migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let mut settings = Settings::load().context("loading settings")?;
+    match cli.command {
+        Command::Standalone { port, host, data_dir } => {
+            std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+            settings.server.port = port;
+            settings.server.host = host;
+            settings.database.url = format!("sqlite://{}", data_dir.join("vexil.db").display());
+            settings.bus.url = "memory://".into();
+            if std::env::var_os("VEXIL__LOG__FORMAT").is_none() {
+                settings.log.format = "pretty".into();
+            }
+            vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
+            tracing::info!(settings = %settings.describe(), "starting standalone");
+            let store = Store::connect(&settings.database.url).await.context("opening the database")?;
+            store.migrate().await.context("migrating the database")?;
+            if let Some(created) = first_start(&store, &settings).await? {
+                print_first_start(&created, &settings);
+            }
+            serve(settings, store, Bus::in_process()).await
+        }
+        Command::ControlApi { migrate } => {
+            vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
+            tracing::info!(settings = %settings.describe(), "starting control-api");
+            let store = Store::connect_with(&settings.database.url, settings.database.max_connections)
+                .await
+                .context("connecting to the database")?;
+            if migrate {
+                store.migrate().await.context("migrating the database")?;
+            }
+            store.ensure_audit_partitions().await.context("creating audit partitions")?;
+            if let Some(created) = first_start(&store, &settings).await? {
+                print_first_start(&created, &settings);
+            }
+            let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
+            serve(settings, store, bus).await
+        }
+        Command::Migrate => {
+            vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
+            let store = Store::connect(&settings.database.url).await.context("connecting to the database")?;
+            store.migrate().await.context("migrating the database")?;
+            tracing::info!("migrations applied");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(settings: Settings, store: Store, bus: Bus) -> anyhow::Result<()> {
+    let partitions = store.clone();
+    // Audit partitions are created months ahead; renew daily so the default partition stays empty.
+    tokio::spawn(async move {
+        let mut daily = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+        loop {
+            daily.tick().await;
+            if let Err(error) = partitions.ensure_audit_partitions().await {
+                tracing::warn!(error = %error, "could not create audit partitions");
+            }
+        }
+    });
+    let application = Application::build(settings, store, bus).await.context("starting the server")?;
+    tracing::info!(port = application.port(), "listening");
+    application.run_until_stopped().await
+}
+
+/// Printed once, on the first start: the only time these secrets are shown.
+fn print_first_start(created: &FirstStart, settings: &Settings) {
+    let base = format!("http://{}:{}", settings.server.host, settings.server.port);
+    println!();
+    println!("  Vexil is set up. These secrets are shown once; keep them.");
+    println!();
+    println!("  management token:  {}", created.token);
+    for keys in &created.keys {
+        println!("  {:<12} server key: {}", keys.environment.as_str(), keys.server);
+        println!("  {:<12} client key: {}", "", keys.client);
+    }
+    println!();
+    println!("  API:  {base}/api/v1   docs: {base}/api/docs/");
+    println!("  try:  curl -H 'Authorization: Bearer {}' {base}/api/v1/projects", created.token);
+    println!();
+}
