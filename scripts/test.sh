@@ -19,6 +19,12 @@ cargo clippy --workspace --all-targets -- -D warnings
 # installed, if missing) when not, and stopped again on exit.
 # shellcheck source=scripts/services.sh
 source scripts/services.sh
+# Real client libraries the data-plane tests drive: the OpenFeature OFREP providers (PyPI, npm) and
+# the npm `eventsource` package. Installed under target/ and services/*/tests/clients when missing.
+# shellcheck source=scripts/clients.sh
+source scripts/clients.sh
+# shellcheck source=scripts/sse-clients.sh
+source scripts/sse-clients.sh
 
 # nextest does not run doc tests (they hold the examples in the crate docs); run them first so that
 # nextest's summary is the last thing printed.

@@ -20,6 +20,11 @@ pub fn revision(environment_id: i64) -> String {
     format!("vexil:{{env:{environment_id}}}:revision")
 }
 
+/// The stream holding one environment's data-plane events (exposures, custom events), JSON-encoded.
+pub fn events(environment_id: i64) -> String {
+    format!("vexil:{{env:{environment_id}}}:events")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -30,6 +35,7 @@ mod tests {
         let slot = redis_keyslot(channel(42).as_bytes());
         assert_eq!(redis_keyslot(snapshot(42).as_bytes()), slot);
         assert_eq!(redis_keyslot(revision(42).as_bytes()), slot);
+        assert_eq!(redis_keyslot(events(42).as_bytes()), slot);
         assert_eq!(slot, redis_keyslot(b"env:42"));
     }
 
@@ -38,5 +44,6 @@ mod tests {
         assert_eq!(channel(42), "vexil:{env:42}:changes");
         assert_eq!(snapshot(42), "vexil:{env:42}:snapshot");
         assert_eq!(revision(-3), "vexil:{env:-3}:revision");
+        assert_eq!(events(42), "vexil:{env:42}:events");
     }
 }

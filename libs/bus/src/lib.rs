@@ -24,6 +24,7 @@
 //! | `vexil:{env:<id>}:changes` | sharded pub/sub channel (`SPUBLISH`/`SSUBSCRIBE`) | prost-encoded [`ChangeEvent`], one per message |
 //! | `vexil:{env:<id>}:snapshot` | string | prost-encoded [`EnvironmentSnapshot`] |
 //! | `vexil:{env:<id>}:revision` | string | the cached snapshot's revision, decimal |
+//! | `vexil:{env:<id>}:events` | stream | data-plane events (exposures, custom events), one JSON document per entry in field `event`, capped with `MAXLEN ~` |
 //! | `vexil:environments` | hash | field: environment id, value: latest published revision (decimal) |
 //!
 //! The snapshot and its revision are written by one Lua script that compares revisions first, so an
@@ -47,7 +48,7 @@ mod memory;
 mod redis;
 
 pub use error::{BusError, Result};
-pub use memory::InProcessBus;
+pub use memory::{IN_PROCESS_EVENTS_CAP, InProcessBus};
 pub use redis::RedisBus;
 pub use vexil_proto::{ChangeEvent, EnvironmentSnapshot};
 
@@ -123,6 +124,41 @@ impl Bus {
             Bus::InProcess(bus) => SubscriptionInner::InProcess(bus.subscribe(environment_ids)),
         };
         Ok(Subscription { inner })
+    }
+
+    /// Appends data-plane events (each an encoded document, JSON by convention) to the environment's
+    /// events stream, in order, keeping about the newest `max_len` of them.
+    ///
+    /// Redis: one `XADD vexil:{env:<id>}:events MAXLEN ~ <max_len> * event <bytes>` per event, sent
+    /// together on one connection (`~` lets Redis trim whole stream nodes, so the stream may briefly
+    /// hold up to one node — 100 entries by default — more than `max_len`). Fails within a few seconds
+    /// if Redis is unreachable; events of a failed call may have been partly appended, so a caller that
+    /// retries delivers at least once. In process: a ring per environment holding the newest
+    /// `max_len` events (at most [`IN_PROCESS_EVENTS_CAP`], so standalone mode's memory stays bounded).
+    pub async fn append_events(&self, environment_id: i64, events: &[Vec<u8>], max_len: u64) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        match self {
+            Bus::Redis(bus) => bus.append_events(environment_id, events, max_len).await,
+            Bus::InProcess(bus) => {
+                bus.append_events(environment_id, events, max_len);
+                Ok(())
+            }
+        }
+    }
+
+    /// The newest `limit` events of an environment's events stream, oldest first (for tests and
+    /// diagnostics; consumers read the stream with their own consumer groups).
+    pub async fn recent_events(&self, environment_id: i64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        if limit == 0 {
+            // Redis reads `COUNT 0` as "no limit".
+            return Ok(Vec::new());
+        }
+        match self {
+            Bus::Redis(bus) => bus.recent_events(environment_id, limit).await,
+            Bus::InProcess(bus) => Ok(bus.recent_events(environment_id, limit)),
+        }
     }
 
     /// Whether the bus is reachable now (for readiness checks).

@@ -1,6 +1,6 @@
 //! The in-process bus for standalone mode: a tokio broadcast channel and a map of snapshots.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
@@ -9,6 +9,10 @@ use vexil_proto::{ChangeEvent, EnvironmentSnapshot};
 /// How many events a slow subscriber may fall behind before it starts missing some. A subscriber that
 /// misses events sees a revision gap and re-syncs, exactly as after a Redis outage.
 const CHANNEL_CAPACITY: usize = 4096;
+
+/// Most events the in-process bus keeps per environment, whatever `max_len` a caller asks for: standalone
+/// mode has nobody consuming them, and they must not fill the process's memory.
+pub const IN_PROCESS_EVENTS_CAP: u64 = 100_000;
 
 /// A bus that lives in this process's memory. Clones share the same bus; subscriptions end when every
 /// clone has been dropped.
@@ -21,6 +25,8 @@ pub struct InProcessBus {
 struct Shared {
     events: broadcast::Sender<Arc<ChangeEvent>>,
     snapshots: Mutex<BTreeMap<i64, EnvironmentSnapshot>>,
+    /// Each environment's newest data-plane events, oldest first.
+    events_by_environment: Mutex<HashMap<i64, VecDeque<Vec<u8>>>>,
 }
 
 impl Default for InProcessBus {
@@ -33,7 +39,13 @@ impl InProcessBus {
     /// A new, empty bus.
     pub fn new() -> Self {
         let (events, _) = broadcast::channel(CHANNEL_CAPACITY);
-        Self { shared: Arc::new(Shared { events, snapshots: Mutex::new(BTreeMap::new()) }) }
+        Self {
+            shared: Arc::new(Shared {
+                events,
+                snapshots: Mutex::new(BTreeMap::new()),
+                events_by_environment: Mutex::new(HashMap::new()),
+            }),
+        }
     }
 
     fn snapshots(&self) -> MutexGuard<'_, BTreeMap<i64, EnvironmentSnapshot>> {
@@ -63,6 +75,31 @@ impl InProcessBus {
                 snapshots.insert(snapshot.environment_id, snapshot.clone());
             }
         }
+    }
+
+    fn event_rings(&self) -> MutexGuard<'_, HashMap<i64, VecDeque<Vec<u8>>>> {
+        // Every update leaves the rings consistent (pushes and pops of whole events).
+        self.shared.events_by_environment.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn append_events(&self, environment_id: i64, events: &[Vec<u8>], max_len: u64) {
+        let cap = usize::try_from(max_len.min(IN_PROCESS_EVENTS_CAP)).unwrap_or(usize::MAX);
+        let mut rings = self.event_rings();
+        let ring = rings.entry(environment_id).or_default();
+        // Only the newest `cap` of this batch can survive, so older ones are not even copied.
+        for event in &events[events.len().saturating_sub(cap)..] {
+            ring.push_back(event.clone());
+        }
+        while ring.len() > cap {
+            ring.pop_front();
+        }
+    }
+
+    /// The newest `limit` events of an environment, oldest first.
+    pub fn recent_events(&self, environment_id: i64, limit: usize) -> Vec<Vec<u8>> {
+        let rings = self.event_rings();
+        let Some(ring) = rings.get(&environment_id) else { return Vec::new() };
+        ring.iter().skip(ring.len().saturating_sub(limit)).cloned().collect()
     }
 
     pub(crate) fn snapshot(&self, environment_id: i64) -> Option<EnvironmentSnapshot> {

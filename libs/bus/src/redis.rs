@@ -190,6 +190,41 @@ impl RedisBus {
         Ok(environments)
     }
 
+    pub(crate) async fn append_events(
+        &self,
+        environment_id: i64,
+        events: &[Vec<u8>],
+        max_len: u64,
+    ) -> Result<()> {
+        // fail_fast, as in `publish`: a command that times out while Redis is away is dropped, never
+        // replayed later. The commands are sent back to back on one connection (one slot, one node),
+        // so they cost about one round trip and are appended in order.
+        let client = self.client.with_options(&Options { fail_fast: true, ..Options::default() });
+        let key = keys::events(environment_id);
+        let cap = i64::try_from(max_len).unwrap_or(i64::MAX);
+        let appends = events.iter().map(|event| {
+            client.xadd::<Value, _, _, _, _>(
+                key.as_str(),
+                false,
+                ("MAXLEN", "~", cap, None),
+                "*",
+                vec![("event", Value::Bytes(event.clone().into()))],
+            )
+        });
+        futures::future::try_join_all(appends).await.map_err(BusError::redis("append events"))?;
+        Ok(())
+    }
+
+    pub(crate) async fn recent_events(&self, environment_id: i64, limit: usize) -> Result<Vec<Vec<u8>>> {
+        let count = u64::try_from(limit).unwrap_or(u64::MAX);
+        let newest_first: Vec<(String, std::collections::HashMap<String, Vec<u8>>)> = self
+            .client
+            .xrevrange_values(keys::events(environment_id), "+", "-", Some(count))
+            .await
+            .map_err(BusError::redis("read events"))?;
+        Ok(newest_first.into_iter().rev().filter_map(|(_, mut fields)| fields.remove("event")).collect())
+    }
+
     pub(crate) async fn ping(&self) -> Result<()> {
         self.client.ping::<()>(None).await.map_err(BusError::redis("ping"))
     }

@@ -28,6 +28,8 @@ pub struct SdkKey {
     pub environment: Arc<EnvironmentState>,
     /// Server (full configurations) or client (evaluated client-side flags only).
     pub kind: KeyKind,
+    /// The key's public id (for per-key rate limits, logs and metrics; never the secret).
+    pub key_id: String,
 }
 
 impl FromRequest for SdkKey {
@@ -51,7 +53,7 @@ fn authenticate(req: &HttpRequest) -> Result<SdkKey, ApiError> {
     let found = cache
         .authenticate(&presented)
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the SDK key is not valid"))?;
-    Ok(SdkKey { environment: found.environment, kind: found.kind })
+    Ok(SdkKey { environment: found.environment, kind: found.kind, key_id: found.key_id })
 }
 
 /// The key a request presents, from the first place that has one.

@@ -5,7 +5,8 @@ use sqlx::FromRow;
 use sqlx::types::Json;
 use time::OffsetDateTime;
 use vexil_model::{
-    EnvironmentKey, Flag, FlagConfig, FlagConfigSpec, FlagKey, FlagSpec, ProjectKey, ValidationErrors,
+    ConfiguredFlag, EnvironmentKey, Flag, FlagConfig, FlagConfigSpec, FlagKey, FlagSpec, ProjectKey,
+    ValidationErrors,
 };
 use vexil_proto::ItemKind;
 
@@ -82,6 +83,23 @@ async fn config_row(tx: &mut Tx, flag_id: i64, env: &EnvRow, flag: &FlagKey) -> 
         "select config, version, updated_at from flag_configs where flag_id = $1 and environment_id = $2";
     let row: Option<ConfigRow> =
         on!(tx, |c, d| sqlx::query_as(SQL).bind(flag_id).bind(env.id).fetch_optional(c).await?);
+    row.ok_or_else(|| StoreError::NotFound {
+        resource: "flag configuration",
+        key: format!("{flag}/{}", env.key),
+    })
+}
+
+/// [`config_row`], locked until the transaction ends (PostgreSQL; SQLite has one writer anyway).
+async fn config_row_for_update(tx: &mut Tx, flag_id: i64, env: &EnvRow, flag: &FlagKey) -> Result<ConfigRow> {
+    const SQL: (&str, &str) = (
+        "select config, version, updated_at from flag_configs where flag_id = $1 and environment_id = $2 for update",
+        "select config, version, updated_at from flag_configs where flag_id = $1 and environment_id = $2",
+    );
+    let row: Option<ConfigRow> = on!(tx, |c, d| sqlx::query_as(d.pick(SQL.0, SQL.1))
+        .bind(flag_id)
+        .bind(env.id)
+        .fetch_optional(c)
+        .await?);
     row.ok_or_else(|| StoreError::NotFound {
         resource: "flag configuration",
         key: format!("{flag}/{}", env.key),
@@ -389,7 +407,9 @@ impl Store {
         let flag_row = flag_row(&mut tx, &project_row, flag).await?;
         let flag_id = flag_row.id;
         let flag_record = flag_row.record()?;
-        let current = config_row(&mut tx, flag_id, &env, flag).await?;
+        // Locked: a write without `If-Match` applies to whatever is current when it gets its turn,
+        // instead of failing as a version mismatch nobody asked to check.
+        let current = config_row_for_update(&mut tx, flag_id, &env, flag).await?;
         let current_version = to_u64(current.version);
         if let Some(expected) = if_version
             && expected != current_version
@@ -427,7 +447,12 @@ impl Store {
             )
             .await?;
         }
-        write::check_environment(&mut tx, &env, Some(flag.as_str())).await?;
+        write::check_flag_config(
+            &mut tx,
+            &env,
+            ConfiguredFlag::new(flag_record.flag.clone(), config.clone()),
+        )
+        .await?;
         write::append_audit(
             &mut tx,
             AuditEntry {

@@ -2,6 +2,8 @@
 //! the environment's revision with a change-log row, append a hash-chained audit record, and check that
 //! the environment still compiles. If any piece fails, the transaction is dropped and nothing is written.
 
+use std::collections::{BTreeSet, HashSet};
+
 use prost::Message;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -9,7 +11,7 @@ use sqlx::FromRow;
 use sqlx::types::Json;
 use time::OffsetDateTime;
 use vexil_model::{
-    ConfiguredFlag, ConfiguredFlagSpec, EnvironmentKey, ProjectKey, Segment, SegmentSpec, Snapshot,
+    ConfiguredFlag, ConfiguredFlagSpec, EnvironmentKey, Operator, ProjectKey, Segment, SegmentSpec, Snapshot,
     ValidationErrors,
 };
 use vexil_proto::{ChangeKind, ItemKind, SdkKey};
@@ -285,6 +287,21 @@ struct SpecRow {
     spec: Json<SegmentSpec>,
 }
 
+impl ConfiguredRow {
+    fn parse(self) -> Result<ConfiguredFlag> {
+        let spec: ConfiguredFlagSpec =
+            serde_json::from_value(serde_json::json!({"flag": self.spec.0, "config": self.config.0}))
+                .map_err(|e| corrupt("flag configuration", e))?;
+        ConfiguredFlag::parse(spec).map_err(|e| corrupt("flag configuration", e))
+    }
+}
+
+impl SpecRow {
+    fn parse(self) -> Result<Segment> {
+        Segment::parse(self.spec.0).map_err(|e| corrupt("segment", e))
+    }
+}
+
 #[derive(FromRow)]
 struct KeyRow {
     id: String,
@@ -312,17 +329,8 @@ pub(crate) async fn environment_state(tx: &mut Tx, env_id: i64) -> Result<(Snaps
         on!(tx, |c, d| sqlx::query_as(SEGMENTS).bind(env_id).fetch_all(c).await?);
     let key_rows: Vec<KeyRow> = on!(tx, |c, d| sqlx::query_as(KEYS).bind(env_id).fetch_all(c).await?);
 
-    let mut flags = Vec::with_capacity(flag_rows.len());
-    for row in flag_rows {
-        let spec: ConfiguredFlagSpec =
-            serde_json::from_value(serde_json::json!({"flag": row.spec.0, "config": row.config.0}))
-                .map_err(|e| corrupt("flag configuration", e))?;
-        flags.push(ConfiguredFlag::parse(spec).map_err(|e| corrupt("flag configuration", e))?);
-    }
-    let segments = segment_rows
-        .into_iter()
-        .map(|row| Segment::parse(row.spec.0).map_err(|e| corrupt("segment", e)))
-        .collect::<Result<Vec<_>>>()?;
+    let flags = flag_rows.into_iter().map(ConfiguredRow::parse).collect::<Result<Vec<_>>>()?;
+    let segments = segment_rows.into_iter().map(SpecRow::parse).collect::<Result<Vec<_>>>()?;
     let keys = key_rows
         .into_iter()
         .map(|row| SdkKey {
@@ -340,6 +348,84 @@ pub(crate) async fn environment_state(tx: &mut Tx, env_id: i64) -> Result<(Snaps
 /// Problems in `edited_flag` are reported by field path; problems elsewhere are conflicts.
 pub(crate) async fn check_environment(tx: &mut Tx, env: &EnvRow, edited_flag: Option<&str>) -> Result<()> {
     let (snapshot, _) = environment_state(tx, env.id).await?;
+    compiles(snapshot, env, edited_flag)
+}
+
+/// Checks a change to one flag's configuration as [`check_environment`] would, compiling only what the
+/// flag reaches: itself, its prerequisites (transitively) and the segments any of them names. Usually
+/// that is the flag alone, where the whole environment means loading and compiling every flag inside
+/// the environment's row lock, which every writer to the environment queues for.
+///
+/// The verdict is the same: other flags depend on a flag only through its key and variations, which a
+/// configuration does not change, so anything a configuration can break (an unknown prerequisite or
+/// segment, a required variation out of range, a prerequisite cycle, which must pass through the edited
+/// flag) lies inside that closure. Called after the revision bump, like `check_environment`: its row
+/// lock makes concurrent writers to the environment check one after the other, each seeing the others'
+/// committed changes.
+pub(crate) async fn check_flag_config(tx: &mut Tx, env: &EnvRow, edited: ConfiguredFlag) -> Result<()> {
+    const FLAGS: (&str, &str) = (
+        "select f.spec, c.config from flags f join flag_configs c on c.flag_id = f.id \
+         where c.environment_id = $1 and not f.archived and f.key in (select jsonb_array_elements_text($2))",
+        "select f.spec, c.config from flags f join flag_configs c on c.flag_id = f.id \
+         where c.environment_id = $1 and not f.archived and f.key in (select value from json_each($2))",
+    );
+    const SEGMENTS: (&str, &str) = (
+        "select spec from segments where environment_id = $1 and key in (select jsonb_array_elements_text($2))",
+        "select spec from segments where environment_id = $1 and key in (select value from json_each($2))",
+    );
+    if edited.flag().archived {
+        return Ok(()); // not served, so not compiled: the environment check skips it too
+    }
+    let edited_key = edited.flag().key.to_string();
+    let mut seen: HashSet<String> = HashSet::from([edited_key.clone()]);
+    let mut flags = vec![edited];
+    let mut reached = 0;
+    // Breadth first: one query per level of prerequisites.
+    loop {
+        let wanted: Vec<String> = flags[reached..]
+            .iter()
+            .flat_map(|flag| &flag.config().spec().prerequisites)
+            .map(|prerequisite| prerequisite.key.to_string())
+            .filter(|key| seen.insert(key.clone()))
+            .collect();
+        reached = flags.len();
+        if wanted.is_empty() {
+            break;
+        }
+        let rows: Vec<ConfiguredRow> = on!(tx, |c, d| {
+            let (postgres, sqlite) = FLAGS;
+            sqlx::query_as(d.pick(postgres, sqlite)).bind(env.id).bind(Json(&wanted)).fetch_all(c).await?
+        });
+        for row in rows {
+            flags.push(row.parse()?);
+        }
+    }
+    let segment_keys: BTreeSet<&str> = flags
+        .iter()
+        .flat_map(|flag| &flag.config().spec().rules)
+        .flat_map(|rule| &rule.clauses)
+        .filter(|clause| clause.op == Operator::SegmentMatch)
+        .flat_map(|clause| clause.values.iter().filter_map(serde_json::Value::as_str))
+        .collect();
+    let segments = if segment_keys.is_empty() {
+        Vec::new()
+    } else {
+        let rows: Vec<SpecRow> = on!(tx, |c, d| {
+            let (postgres, sqlite) = SEGMENTS;
+            sqlx::query_as(d.pick(postgres, sqlite))
+                .bind(env.id)
+                .bind(Json(&segment_keys))
+                .fetch_all(c)
+                .await?
+        });
+        rows.into_iter().map(SpecRow::parse).collect::<Result<Vec<_>>>()?
+    };
+    compiles(Snapshot { revision: to_u64(env.revision), flags, segments }, env, Some(&edited_key))
+}
+
+/// Compiles `snapshot`; problems in `edited_flag` are reported by field path, problems elsewhere are
+/// conflicts.
+fn compiles(snapshot: Snapshot, env: &EnvRow, edited_flag: Option<&str>) -> Result<()> {
     match vexil_eval::compile(snapshot) {
         Ok(_) => Ok(()),
         Err(error) => Err(match error.location() {

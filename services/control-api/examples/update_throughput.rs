@@ -11,7 +11,9 @@
 //! environments instead of one; 1 by default), `--mode put|toggle` (`PUT .../environments/production`
 //! with a whole configuration, or `POST .../toggle`), `--pool P` (PostgreSQL pool size,
 //! `settings.database.max_connections`), `--redis URL` (default `VEXIL_TEST_REDIS_URL` or
-//! `redis://127.0.0.1:6379`). PostgreSQL is `VEXIL_TEST_DATABASE_URL` or
+//! `redis://127.0.0.1:6379`), `--without-notify true` (an experiment, not a configuration: disables
+//! the change log's NOTIFY trigger in the benchmark's database, so the relay finds changes by polling
+//! every second, to measure what PostgreSQL's global NOTIFY commit lock costs). PostgreSQL is `VEXIL_TEST_DATABASE_URL` or
 //! `postgres://postgres@127.0.0.1:5432/postgres`; the database is created fresh and left behind.
 //!
 //! It reports updates/s, latency percentiles, errors, where PostgreSQL backends waited (sampled from
@@ -40,6 +42,7 @@ struct Options {
     mode: Mode,
     pool: u32,
     redis: String,
+    without_notify: bool,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -55,8 +58,9 @@ fn options() -> anyhow::Result<Options> {
         flags: 100,
         environments: 1,
         mode: Mode::Put,
-        pool: 32,
+        pool: 16,
         redis: vexil_testkit::redis_url(),
+        without_notify: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(name) = args.next() {
@@ -68,6 +72,7 @@ fn options() -> anyhow::Result<Options> {
             "--environments" => options.environments = value.parse()?,
             "--pool" => options.pool = value.parse()?,
             "--redis" => options.redis = value,
+            "--without-notify" => options.without_notify = value.parse()?,
             "--mode" => {
                 options.mode = match value.as_str() {
                     "put" => Mode::Put,
@@ -99,6 +104,12 @@ async fn main() -> anyhow::Result<()> {
     let database = vexil_testkit::TestDatabase::create().await;
     let store = Store::connect_with(database.url(), options.pool).await.context("connect to PostgreSQL")?;
     store.migrate().await.context("migrate")?;
+    if options.without_notify {
+        let mut connection = <sqlx::PgConnection as sqlx::Connection>::connect(database.url()).await?;
+        sqlx::query("alter table change_log disable trigger change_log_notify")
+            .execute(&mut connection)
+            .await?;
+    }
     let admin = format!("bench-admin-{run}");
     store.ensure_bootstrap_token(&admin).await?;
     let bus = Bus::connect(&options.redis).await.context("connect to Redis")?;
@@ -159,13 +170,14 @@ async fn main() -> anyhow::Result<()> {
 
     // The measured run.
     println!(
-        "running {} s: {} workers, {} flags in {} environment(s), mode {}, pool {}",
+        "running {} s: {} workers, {} flags in {} environment(s), mode {}, pool {}{}",
         options.seconds,
         options.concurrency,
         options.flags,
         options.environments,
         if options.mode == Mode::Put { "PUT config" } else { "POST toggle" },
-        options.pool
+        options.pool,
+        if options.without_notify { ", change-log NOTIFY disabled" } else { "" }
     );
     let targets = Arc::new(targets);
     let next = Arc::new(AtomicU64::new(0));

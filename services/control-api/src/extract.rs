@@ -1,11 +1,13 @@
 //! Typed extractors: a JSON body that names the offending field, the request id, `If-Match`, and
 //! authentication with the role a route needs.
 
-use std::future::Future;
+use std::future::{Future, Ready, ready};
 use std::marker::PhantomData;
 use std::pin::Pin;
 
-use actix_web::dev::Payload;
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use futures::StreamExt;
@@ -30,9 +32,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for Body<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Body<T>, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let (authenticated, content_type, read) = (authenticated(req), content_type(req), read_body(req, payload));
+        let (content_type, read) = (content_type(req), read_body(req, payload));
         Box::pin(async move {
-            authenticated.await;
             check_json(content_type.as_deref())?;
             parse_json(&read.await?).map(Body)
         })
@@ -47,9 +48,8 @@ impl<T: DeserializeOwned + 'static> FromRequest for OptionalBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<OptionalBody<T>, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let (authenticated, content_type, read) = (authenticated(req), content_type(req), read_body(req, payload));
+        let (content_type, read) = (content_type(req), read_body(req, payload));
         Box::pin(async move {
-            authenticated.await;
             let body = read.await?;
             if body.is_empty() {
                 return Ok(OptionalBody(None));
@@ -91,23 +91,6 @@ fn read_body(req: &HttpRequest, payload: &mut Payload) -> impl Future<Output = R
     }
 }
 
-/// Set by [`Auth`] on the request while it authenticates; closed when it has finished.
-#[derive(Clone)]
-struct Authenticating(tokio::sync::watch::Receiver<()>);
-
-/// Resolves once the request's [`Auth`] extractor (if any) has finished. actix polls a handler's
-/// extractors together and answers with the first error: without this wait, a caller with no valid
-/// token would learn what is wrong with its body or query (400, 413, 415) before being told it is not
-/// allowed in (401, 403). `Auth` comes before them in every handler's arguments, so it is created first.
-fn authenticated(req: &HttpRequest) -> impl Future<Output = ()> + 'static {
-    let authenticating = req.extensions().get::<Authenticating>().cloned();
-    async move {
-        if let Some(Authenticating(mut receiver)) = authenticating {
-            let _ = receiver.changed().await;
-        }
-    }
-}
-
 /// Parses JSON into `T`, naming the offending field by path on failure.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
@@ -141,7 +124,7 @@ pub struct Query<T>(pub T);
 
 impl<T: DeserializeOwned + 'static> FromRequest for Query<T> {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Query<T>, ApiError>>>>;
+    type Future = Ready<Result<Query<T>, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         let query = req.query_string();
@@ -161,11 +144,7 @@ impl<T: DeserializeOwned + 'static> FromRequest for Query<T> {
                 })
             }
         };
-        let authenticated = authenticated(req);
-        Box::pin(async move {
-            authenticated.await;
-            parsed
-        })
+        ready(parsed)
     }
 }
 
@@ -228,52 +207,78 @@ pub struct Auth<R> {
     requirement: PhantomData<R>,
 }
 
+/// What the [`authenticate`] middleware found in `Authorization`.
+#[derive(Clone)]
+enum Presented {
+    Valid(TokenRecord),
+    Invalid,
+}
+
+/// Middleware (`middleware::from_fn(authenticate)`): looks up the management token of every API
+/// request before any extractor runs, so that [`Auth`] decides synchronously. actix polls a handler's
+/// extractors together and answers with the first error; because `Auth` is ready at once and comes
+/// first in every handler, a caller that is not allowed in always gets 401/403, never a 400/413/415
+/// about a body or query it had no right to send.
+pub async fn authenticate(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let presented = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(|v| v.trim().to_owned())
+        .filter(|v| !v.is_empty());
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    if let (Some(presented), Some(state)) = (presented, state)
+        && req.path().starts_with("/api/")
+    {
+        match state.store.authenticate(&presented).await {
+            Ok(Some(token)) => req.extensions_mut().insert(Presented::Valid(token)),
+            Ok(None) => req.extensions_mut().insert(Presented::Invalid),
+            Err(error) => {
+                let response = actix_web::ResponseError::error_response(&ApiError::from(error));
+                return Ok(req.into_response(response));
+            }
+        };
+    }
+    Ok(next.call(req).await?.map_into_boxed_body())
+}
+
 impl<R: Requirement> FromRequest for Auth<R> {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Auth<R>, ApiError>>>>;
+    type Future = Ready<Result<Auth<R>, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-            .map(|v| v.trim().to_owned());
-        let project = req.match_info().get("project").map(str::to_owned);
-        let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
-        let (done, authenticating) = tokio::sync::watch::channel(());
-        req.extensions_mut().insert(Authenticating(authenticating));
-        Box::pin(async move {
-            let _done = done;
-            let state = state.ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("application state missing")))?;
-            let presented = presented
-                .filter(|p| !p.is_empty())
-                .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "send a management token: Authorization: Bearer <token>"))?;
-            let token = state
-                .store
-                .authenticate(&presented)
-                .await?
-                .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the token is not valid"))?;
-            if token.role < R::ROLE {
-                return Err(ApiError::new(
-                    ErrorCode::Forbidden,
-                    format!("this needs the {} role; the token is {}", R::ROLE.as_str(), token.role.as_str()),
-                ));
-            }
-            if R::GLOBAL && token.projects.is_some() {
-                return Err(ApiError::new(ErrorCode::Forbidden, "this needs a token that is not limited to projects"));
-            }
-            if let Some(project) = project
-                && let Ok(project) = ProjectKey::parse(project)
-                && !token.covers(&project)
-            {
-                return Err(ApiError::new(ErrorCode::Forbidden, format!("the token does not cover project {project}")));
-            }
-            let actor = Actor { token_id: Some(token.id.clone()), name: token.name.clone(), request_id };
-            Ok(Auth { token, actor, requirement: PhantomData })
-        })
+        ready(authorize(req))
     }
+}
+
+fn authorize<R: Requirement>(req: &HttpRequest) -> Result<Auth<R>, ApiError> {
+    let token = match req.extensions().get::<Presented>() {
+        None => return Err(ApiError::new(ErrorCode::Unauthorized, "send a management token: Authorization: Bearer <token>")),
+        Some(Presented::Invalid) => return Err(ApiError::new(ErrorCode::Unauthorized, "the token is not valid")),
+        Some(Presented::Valid(token)) => token.clone(),
+    };
+    if token.role < R::ROLE {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("this needs the {} role; the token is {}", R::ROLE.as_str(), token.role.as_str()),
+        ));
+    }
+    if R::GLOBAL && token.projects.is_some() {
+        return Err(ApiError::new(ErrorCode::Forbidden, "this needs a token that is not limited to projects"));
+    }
+    if let Some(project) = req.match_info().get("project")
+        && let Ok(project) = ProjectKey::parse(project)
+        && !token.covers(&project)
+    {
+        return Err(ApiError::new(ErrorCode::Forbidden, format!("the token does not cover project {project}")));
+    }
+    let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+    let actor = Actor { token_id: Some(token.id.clone()), name: token.name.clone(), request_id };
+    Ok(Auth { token, actor, requirement: PhantomData })
 }
 
 /// Parses a key from the path, naming the parameter when it is malformed.

@@ -148,7 +148,8 @@ impl Application {
                 .into_utoipa_app()
                 .service(api_scope())
                 .split_for_parts();
-            app.default_service(web::to(not_found)).wrap(from_fn(observe))
+            // Outermost last: `observe` assigns the request id that `authenticate` and the audit log use.
+            app.default_service(web::to(not_found)).wrap(from_fn(crate::extract::authenticate)).wrap(from_fn(observe))
         })
         .listen(listener)?
         .shutdown_timeout(settings.server.shutdown_grace_seconds)

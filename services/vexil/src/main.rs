@@ -2,6 +2,8 @@
 //!
 //! - `vexil standalone`: everything in one process over SQLite and an in-process bus (a laptop).
 //! - `vexil control-api`: the management API and change relay, over PostgreSQL and Redis.
+//! - `vexil streaming`, `vexil evaluation`: the data-plane services, over Redis (and PostgreSQL for
+//!   warm starts when the snapshot cache is empty).
 //! - `vexil migrate`: applies the database migrations and exits.
 //!
 //! Settings come from `config/` and `VEXIL__SECTION__KEY` variables (see libs/config); flags given
@@ -9,12 +11,15 @@
 
 use std::path::PathBuf;
 
+mod standalone;
+
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use vexil_bus::Bus;
 use vexil_config::Settings;
 use vexil_control_api::Application;
 use vexil_control_api::bootstrap::{FirstStart, first_start};
+use vexil_dataplane::{BusSync, Cache};
 use vexil_store::Store;
 
 #[derive(Parser)]
@@ -44,6 +49,10 @@ enum Command {
         #[arg(long)]
         migrate: bool,
     },
+    /// Run the evaluation service (polling, server-side evaluation, OFREP, events) over Redis.
+    Evaluation,
+    /// Run the streaming service (SSE to server SDKs, client streams, OFREP change stream) over Redis.
+    Streaming,
     /// Apply the database migrations and exit.
     Migrate,
 }
@@ -69,7 +78,7 @@ async fn main() -> anyhow::Result<()> {
             if let Some(created) = first_start(&store, &settings).await? {
                 print_first_start(&created, &settings);
             }
-            serve(settings, store, Bus::in_process()).await
+            standalone::run(settings, store).await
         }
         Command::ControlApi { migrate } => {
             vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
@@ -87,6 +96,25 @@ async fn main() -> anyhow::Result<()> {
             let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
             serve(settings, store, bus).await
         }
+        Command::Evaluation => {
+            vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
+            tracing::info!(settings = %settings.describe(), "starting evaluation");
+            let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
+            let (cache, _sync) = start_sync(&settings, bus.clone()).await;
+            let state = vexil_evaluation::EvaluationState::new(std::sync::Arc::new(settings.clone()), bus);
+            let application = vexil_evaluation::Application::build(settings, cache, state).await?;
+            tracing::info!(port = application.port(), "listening");
+            application.run_until_stopped().await
+        }
+        Command::Streaming => {
+            vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
+            tracing::info!(settings = %settings.describe(), "starting streaming");
+            let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
+            let (cache, _sync) = start_sync(&settings, bus).await;
+            let application = vexil_streaming::Application::build(settings, cache).await?;
+            tracing::info!(port = application.port(), "listening");
+            application.run_until_stopped().await
+        }
         Command::Migrate => {
             vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
             let store = Store::connect(&settings.database.url).await.context("connecting to the database")?;
@@ -95,6 +123,21 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Keeps a data-plane cache current from the bus, warm-starting from the database when one is
+/// configured (`VEXIL__DATABASE__URL`) and reachable; the replica answers 503 until its first sync.
+async fn start_sync(settings: &Settings, bus: Bus) -> (Cache, tokio::sync::watch::Sender<bool>) {
+    let cache = Cache::new();
+    let mut sync = BusSync::new(cache.clone(), bus)
+        .refresh_every(std::time::Duration::from_secs(settings.dataplane.resync_seconds.max(1)));
+    match Store::connect_with(&settings.database.url, 4).await {
+        Ok(store) => sync = sync.with_store(store),
+        Err(error) => tracing::warn!(error = %error, "no database for warm starts; syncing from the bus only"),
+    }
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(sync.run(shutdown_rx));
+    (cache, shutdown)
 }
 
 async fn serve(settings: Settings, store: Store, bus: Bus) -> anyhow::Result<()> {

@@ -181,3 +181,37 @@ pub async fn an_inconsistent_batch_is_refused_and_nothing_is_published(bus: &Bus
 pub async fn the_bus_answers_a_ping(bus: &Bus) {
     bus.ping().await.unwrap();
 }
+
+fn events_json(from: usize, to: usize) -> Vec<Vec<u8>> {
+    (from..=to).map(|i| format!(r#"{{"kind":"custom","key":"event-{i}"}}"#).into_bytes()).collect()
+}
+
+pub async fn appended_events_are_read_back_in_order_per_environment(bus: &Bus) {
+    assert_eq!(bus.recent_events(40, 10).await.unwrap(), Vec::<Vec<u8>>::new());
+
+    bus.append_events(40, &events_json(1, 3), 1_000).await.unwrap();
+    bus.append_events(41, &events_json(7, 7), 1_000).await.unwrap();
+    bus.append_events(40, &events_json(4, 5), 1_000).await.unwrap();
+    bus.append_events(40, &[], 1_000).await.unwrap();
+
+    assert_eq!(bus.recent_events(40, 100).await.unwrap(), events_json(1, 5));
+    assert_eq!(bus.recent_events(40, 2).await.unwrap(), events_json(4, 5), "the newest two");
+    assert_eq!(bus.recent_events(41, 100).await.unwrap(), events_json(7, 7));
+    assert_eq!(bus.recent_events(40, 0).await.unwrap(), Vec::<Vec<u8>>::new());
+}
+
+/// The stream is capped near `max_len`. Redis trims with `~` (whole nodes of 100 entries), so only an
+/// upper bound of `max_len` plus one node is promised there; the in-process ring is exact.
+pub async fn the_events_stream_is_capped_near_its_max_len(bus: &Bus, exact: bool) {
+    for batch in 0..10 {
+        bus.append_events(42, &events_json(batch * 100 + 1, batch * 100 + 100), 150).await.unwrap();
+    }
+
+    let kept = bus.recent_events(42, 10_000).await.unwrap();
+    assert!(kept.len() >= 150 && kept.len() <= 250, "kept {} events", kept.len());
+    if exact {
+        assert_eq!(kept.len(), 150);
+    }
+    assert_eq!(kept.last(), events_json(1_000, 1_000).last(), "the newest is kept");
+    assert_eq!(kept, events_json(1_001 - kept.len(), 1_000), "the newest are kept, in order");
+}

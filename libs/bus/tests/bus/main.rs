@@ -73,6 +73,7 @@ macro_rules! behaviour_tests {
             check!($fixture, the_registry_lists_every_environment_with_its_latest_revision);
             check!($fixture, an_inconsistent_batch_is_refused_and_nothing_is_published);
             check!($fixture, the_bus_answers_a_ping);
+            check!($fixture, appended_events_are_read_back_in_order_per_environment);
         }
     };
 }
@@ -80,3 +81,11 @@ macro_rules! behaviour_tests {
 behaviour_tests!(in_process, crate::InProcess);
 behaviour_tests!(single_redis, crate::SingleRedis);
 behaviour_tests!(redis_cluster, crate::ClusterRedis);
+
+mod in_process_events_cap {
+    check!(crate::InProcess, the_events_stream_is_capped_near_its_max_len, true);
+}
+
+mod single_redis_events_cap {
+    check!(crate::SingleRedis, the_events_stream_is_capped_near_its_max_len, false);
+}

@@ -8,3 +8,4 @@ mod relay;
 mod validation;
 mod concurrency;
 mod resources;
+mod config_checks;

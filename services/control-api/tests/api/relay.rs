@@ -165,6 +165,48 @@ async fn concurrent_changes_to_several_flags_get_consecutive_revisions_and_arriv
 }
 
 #[tokio::test]
+async fn concurrent_writes_to_one_flag_without_if_match_all_apply_and_the_last_event_is_what_is_stored() {
+    // Arrange
+    let redis = RedisServer::start();
+    let app = spawn_app_with_bus(Bus::connect(&redis.url()).await.expect("connect")).await;
+    app.with_flag().await;
+    let env = environment_id(&app, "shop", "production").await;
+    let before = api_revision(&app, "shop", "production").await;
+    let replica = Bus::connect(&redis.url()).await.expect("connect");
+    wait_until_cached(&replica, env, before, DELIVERY).await;
+    let events = Collector::start(replica.subscribe(&[env]).await.expect("subscribe"));
+    let path = "/api/v1/projects/shop/flags/checkout/environments/production";
+    let version: u64 = app.get(path).await.json::<Value>().await.unwrap()["version"].as_u64().unwrap();
+
+    // Act: twenty writers replace the same configuration at once, none asking for a version.
+    let bodies: Vec<Value> = (0..20)
+        .map(|i| {
+            json!({"on": i % 2 == 0, "targets": [{"variation": 0, "values": [format!("writer-{i}")]}],
+                        "fallthrough": {"variation": 1}})
+        })
+        .collect();
+    let responses = futures::future::join_all(bodies.iter().map(|body| app.put(path, body))).await;
+
+    // Assert: every write applied, one after the other, and the events follow the same order.
+    let mut versions = Vec::new();
+    for response in responses {
+        assert_eq!(response.status(), 200, "an unconditional write must not fail on a race");
+        versions.push(response.json::<Value>().await.unwrap()["version"].as_u64().unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (version + 1..=version + 20).collect::<Vec<_>>());
+    let received = events.wait_for(env, before + 20, DELIVERY).await;
+    let revisions: Vec<u64> = received.iter().map(|event| event.revision).collect();
+    assert_eq!(revisions, (before + 1..=before + 20).collect::<Vec<_>>());
+    let event_versions: Vec<u64> =
+        received.iter().map(|event| config_of(event)["version"].as_u64().unwrap()).collect();
+    assert_eq!(event_versions, (version + 1..=version + 20).collect::<Vec<_>>());
+    let stored: Value = app.get(path).await.json().await.unwrap();
+    let last = config_of(received.last().unwrap());
+    assert_eq!((&last["targets"], &last["on"]), (&stored["targets"], &stored["on"]));
+}
+
+#[tokio::test]
 async fn changes_made_while_redis_is_down_are_delivered_in_order_once_it_is_back() {
     // Arrange: a subscriber that lives through the outage.
     let mut redis = RedisServer::start();

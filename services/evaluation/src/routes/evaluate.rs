@@ -1,0 +1,63 @@
+//! `POST /v1/evaluate`: server-side evaluation for a context.
+
+use std::collections::HashSet;
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use vexil_eval::{evaluate_all, evaluate_flag};
+use vexil_http::KeyKind;
+use vexil_http::error::{ApiError, Problem};
+
+use crate::body::{check_json_content_type, parse_json, read_limited};
+use crate::extract::EvaluationKey;
+use crate::state::EvaluationState;
+use crate::views::{EvaluateRequest, EvaluateResponse, FlagResult, FlagResults};
+
+/// Evaluate flags for a context: every flag the key may see, or the ones listed in `flags`. A client key
+/// sees only flags marked `client_side`, and reasons without the rules behind them; a flag it may not
+/// see is reported exactly like one that does not exist (`FLAG_NOT_FOUND`). Rate-limited per key
+/// (429 with `Retry-After`).
+#[utoipa::path(post, path = "/v1/evaluate", tag = "evaluation", request_body = EvaluateRequest,
+    security(("sdk_key" = [])),
+    responses(
+        (status = 200, body = EvaluateResponse,
+         example = json!({"revision": 7, "flags": {"new-checkout": {"value": true, "variation": 0, "variant": "on",
+                          "reason": {"kind": "RULE_MATCH", "rule_id": "germany", "rule_index": 0}}}})),
+        (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
+        (status = 415, body = Problem), (status = 429, body = Problem), (status = 503, body = Problem)))]
+#[tracing::instrument(skip_all, fields(environment = key.0.environment.id()))]
+pub async fn evaluate(
+    req: HttpRequest,
+    key: EvaluationKey,
+    state: web::Data<EvaluationState>,
+    payload: web::Payload,
+) -> Result<HttpResponse, ApiError> {
+    check_json_content_type(&req)?;
+    let body = read_limited(&req, payload, state.settings.dataplane.max_body_bytes).await?;
+    let request: EvaluateRequest = parse_json(&body)?;
+
+    let EvaluationKey(key) = key;
+    let compiled = key.environment.compiled();
+    let visible = |client_side: bool| key.kind == KeyKind::Server || client_side;
+    let results: Vec<_> = match &request.flags {
+        None => evaluate_all(compiled, &request.context, |flag| visible(flag.client_side()))
+            .map(|(flag, detail)| (flag.key().as_str(), FlagResult::new(detail, key.kind)))
+            .collect(),
+        Some(listed) => {
+            let mut seen = HashSet::new();
+            listed
+                .iter()
+                .filter(|listed| seen.insert(listed.as_str()))
+                .map(|listed| match compiled.flag(listed) {
+                    Some(flag) if visible(flag.client_side()) => {
+                        let detail = evaluate_flag(compiled, flag, &request.context);
+                        (flag.key().as_str(), FlagResult::new(detail, key.kind))
+                    }
+                    _ => (listed.as_str(), FlagResult::not_found()),
+                })
+                .collect()
+        }
+    };
+    state.metrics.evaluations.add(results.len() as u64);
+    Ok(HttpResponse::Ok()
+        .json(EvaluateResponse { revision: key.environment.revision(), flags: FlagResults(results) }))
+}

@@ -1,0 +1,153 @@
+//! What every handler of the evaluation service can reach, besides the [`Cache`](vexil_dataplane::Cache).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use actix_web::web;
+use vexil_bus::Bus;
+use vexil_config::Settings;
+use vexil_telemetry::{Counter, Gauge, Registry};
+
+use crate::events::EventSink;
+use crate::rate_limit::RateLimiter;
+
+/// The evaluation service's own state: settings, the per-key rate limiter, the events sink and the
+/// metrics. Register it as `web::Data<EvaluationState>` beside `web::Data<Cache>`.
+pub struct EvaluationState {
+    /// The effective settings (`dataplane` is the section read here).
+    pub settings: Arc<Settings>,
+    /// Token buckets per SDK key for the evaluation routes.
+    pub limiter: RateLimiter,
+    /// Where `POST /v1/events` appends.
+    pub events: EventSink,
+    /// Rendered at `/metrics`.
+    pub metrics: Arc<Metrics>,
+    /// The last serialised full snapshot per environment, for polling clients that all ask for the same
+    /// revision.
+    pub(crate) snapshot_bodies: SnapshotBodies,
+}
+
+impl EvaluationState {
+    /// The state for these settings, appending events to `bus`.
+    pub fn new(settings: Arc<Settings>, bus: Bus) -> EvaluationState {
+        let dataplane = &settings.dataplane;
+        EvaluationState {
+            limiter: RateLimiter::new(dataplane.rate_limit_per_second),
+            events: EventSink::new(bus, dataplane.events_stream_max_len),
+            metrics: Arc::new(Metrics::new()),
+            snapshot_bodies: SnapshotBodies::default(),
+            settings,
+        }
+    }
+}
+
+impl std::fmt::Debug for EvaluationState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EvaluationState").field("limiter", &self.limiter).finish_non_exhaustive()
+    }
+}
+
+/// The evaluation service's metrics.
+pub struct Metrics {
+    /// The registry they render from.
+    pub registry: Registry,
+    /// Responses by status class.
+    pub responses: [Arc<Counter>; 4],
+    /// Flags evaluated (every flag of a bulk request counts).
+    pub evaluations: Arc<Counter>,
+    /// Requests refused by the per-key rate limit.
+    pub rate_limited: Arc<Counter>,
+    /// Answers `304 Not Modified` (polling and OFREP bulk).
+    pub not_modified: Arc<Counter>,
+    /// Events appended to the events stream.
+    pub events_accepted: Arc<Counter>,
+    /// Event batches the sink could not store (bus unreachable).
+    pub events_failed: Arc<Counter>,
+    /// 1 once the cache has completed its first sync.
+    pub ready: Arc<Gauge>,
+    /// Environments in the cache.
+    pub environments: Arc<Gauge>,
+}
+
+impl Metrics {
+    /// Registers the evaluation service's metrics.
+    pub fn new() -> Metrics {
+        let registry = Registry::default();
+        let responses = ["2xx", "3xx", "4xx", "5xx"].map(|class| {
+            registry.counter(
+                &format!("vexil_evaluation_http_responses_total{{class=\"{class}\"}}"),
+                "HTTP responses of the evaluation service by status class.",
+            )
+        });
+        Metrics {
+            responses,
+            evaluations: registry.counter("vexil_evaluation_flags_evaluated_total", "Flags evaluated."),
+            rate_limited: registry.counter(
+                "vexil_evaluation_rate_limited_total",
+                "Requests refused by the per-key rate limit.",
+            ),
+            not_modified: registry
+                .counter("vexil_evaluation_not_modified_total", "Answers 304 Not Modified."),
+            events_accepted: registry
+                .counter("vexil_evaluation_events_accepted_total", "Events appended to the events stream."),
+            events_failed: registry.counter(
+                "vexil_evaluation_event_batches_failed_total",
+                "Event batches the sink could not store.",
+            ),
+            ready: registry
+                .gauge("vexil_evaluation_ready", "1 once the flag cache has completed its first sync."),
+            environments: registry.gauge("vexil_evaluation_environments", "Environments in the flag cache."),
+            registry,
+        }
+    }
+
+    /// Counts a response by its status.
+    pub fn count_response(&self, status: u16) {
+        let class = match status {
+            200..=299 => 0,
+            300..=399 => 1,
+            400..=499 => 2,
+            _ => 3,
+        };
+        self.responses[class].inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Environment id → (revision, serialised full snapshot).
+#[derive(Default)]
+pub(crate) struct SnapshotBodies(Mutex<HashMap<i64, (u64, web::Bytes)>>);
+
+impl SnapshotBodies {
+    /// The body for this environment at this revision, serialised by `render` only if it is not cached.
+    pub(crate) fn get_or_render(
+        &self,
+        environment_id: i64,
+        revision: u64,
+        render: impl FnOnce() -> serde_json::Result<Vec<u8>>,
+    ) -> serde_json::Result<web::Bytes> {
+        if let Some((cached, body)) = self.lock().get(&environment_id)
+            && *cached == revision
+        {
+            return Ok(body.clone());
+        }
+        // Rendered outside the lock: two requests may both render a new revision, which is harmless.
+        let body = web::Bytes::from(render()?);
+        let mut bodies = self.lock();
+        let newer_cached = bodies.get(&environment_id).is_some_and(|(cached, _)| *cached > revision);
+        if !newer_cached {
+            bodies.insert(environment_id, (revision, body.clone()));
+        }
+        Ok(body)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (u64, web::Bytes)>> {
+        // Entries are replaced whole: a poisoned lock still holds consistent data.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}

@@ -1,0 +1,169 @@
+//! `GET /v1/stream`: every flag configuration and segment of the key's environment, then every change,
+//! for server SDKs that evaluate locally.
+
+use actix_web::{HttpRequest, HttpResponse, web};
+use serde::Deserialize;
+use vexil_dataplane::{Cache, EnvironmentState};
+use vexil_http::KeyKind;
+use vexil_http::error::{ApiError, ErrorCode};
+use vexil_proto::ChangeEvent;
+
+use crate::routes::{Admission, LastEventId, query};
+use crate::sse;
+use crate::state::{EventKind, StreamKind, StreamingState};
+use crate::stream::{self, Ctx, Follower, Open, Out, Params};
+
+/// Longest accepted `prefix`.
+const MAX_PREFIX_LEN: usize = 256;
+
+#[derive(Deserialize)]
+struct StreamQuery {
+    prefix: Option<String>,
+    #[serde(rename = "lastEventId")]
+    last_event_id: Option<String>,
+}
+
+/// Streams the environment's flag configurations (server keys only): `hydrate`, then `patch` and
+/// `delete` per change, each with `id` = the environment's revision. Resumes from `Last-Event-ID` by
+/// replaying only the missed events when this replica still has them. `?prefix=` narrows the flags.
+#[tracing::instrument(skip_all, fields(environment_id, prefix, last_event_id))]
+pub async fn stream_flags(
+    admission: Admission,
+    req: HttpRequest,
+    cache: web::Data<Cache>,
+    streaming: web::Data<StreamingState>,
+) -> Result<HttpResponse, ApiError> {
+    let key = match admission {
+        Admission::Key(key) => key,
+        Admission::RetryLater => return Ok(sse::retry_later(streaming.retry_frame())),
+    };
+    if key.kind != KeyKind::Server {
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "the flag stream needs a server key; client keys use /v1/client/stream",
+        ));
+    }
+    let params: StreamQuery = query(&req)?;
+    let prefix = parse_prefix(params.prefix)?;
+    let last_event_id = LastEventId::of(&req, params.last_event_id.as_deref());
+    let span = tracing::Span::current();
+    span.record("environment_id", key.environment_id);
+    span.record("prefix", prefix.as_deref());
+    span.record("last_event_id", tracing::field::debug(last_event_id));
+
+    let Some(start) = stream::start(&cache, key.environment_id) else {
+        // Deleted since the key was checked.
+        return Err(ApiError::new(ErrorCode::Unauthorized, "the SDK key is not valid"));
+    };
+    let mut follower = FlagStream { prefix, last_sent: 0 };
+    let mut first = Out::default();
+    let ctx = Ctx { cache: &cache, streaming: &streaming, environment_id: key.environment_id, live: false };
+    follower.begin(&start.state, last_event_id, &ctx, &mut first);
+    tracing::debug!(revision = start.state.revision(), "flag stream opened");
+    let open = Open::new(
+        Params {
+            kind: StreamKind::Server,
+            environment_id: key.environment_id,
+            key: key.presented,
+            feed: start.feed,
+            cache,
+            streaming,
+            follower,
+        },
+        first,
+    );
+    Ok(sse::response(open.into_body()))
+}
+
+fn parse_prefix(prefix: Option<String>) -> Result<Option<Box<str>>, ApiError> {
+    let Some(prefix) = prefix.filter(|prefix| !prefix.is_empty()) else { return Ok(None) };
+    // Flag keys are `[A-Za-z0-9._-]`: any other prefix would match nothing, which is a mistake to report.
+    let valid = prefix.len() <= MAX_PREFIX_LEN
+        && prefix.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if !valid {
+        return Err(ApiError::field(
+            ErrorCode::InvalidParameter,
+            "prefix",
+            format!(
+                "a prefix is at most {MAX_PREFIX_LEN} of the characters flag keys use: A-Z a-z 0-9 . _ -"
+            ),
+        ));
+    }
+    Ok(Some(prefix.into_boxed_str()))
+}
+
+/// A server stream's position: the revision of the last event it sent *or skipped*. Ids are
+/// revisions, so events that are not sent (SDK keys, flags outside the prefix) still move it on, and
+/// the next event's id jumps over them.
+struct FlagStream {
+    prefix: Option<Box<str>>,
+    last_sent: u64,
+}
+
+impl FlagStream {
+    /// The start of a stream: the missed events when the client resumes and this replica still holds
+    /// them, a `hydrate` otherwise.
+    fn begin(&mut self, state: &EnvironmentState, last_event_id: LastEventId, ctx: &Ctx<'_>, out: &mut Out) {
+        if let LastEventId::Revision(revision) = last_event_id
+            // A revision beyond this replica's is one it cannot vouch for (another replica further
+            // along, or garbage): a hydrate is always right.
+            && revision <= state.revision()
+            && let Some(events) = ctx.cache.events_since(state.id(), revision)
+        {
+            self.last_sent = revision;
+            for event in &events {
+                self.applied(event, ctx, out);
+            }
+            return;
+        }
+        self.hydrate(state, ctx, out);
+    }
+
+    fn hydrate(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out) {
+        let frame = match &self.prefix {
+            None => ctx
+                .streaming
+                .hydrates()
+                .get_or_render(state.id(), state.revision(), || sse::hydrate(state, None)),
+            Some(prefix) => sse::hydrate(state, Some(prefix)),
+        };
+        self.last_sent = state.revision();
+        out.event(ctx, EventKind::Hydrate, frame);
+    }
+}
+
+impl Follower for FlagStream {
+    fn applied(&mut self, event: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Out) {
+        if event.revision <= self.last_sent {
+            return;
+        }
+        self.last_sent = event.revision;
+        if let Some((name, frame)) = sse::change(event, self.prefix.as_deref()) {
+            let kind = if name == "delete" { EventKind::Delete } else { EventKind::Patch };
+            out.delivery(ctx, kind, frame, event.committed_at_ms);
+        }
+    }
+
+    fn restart(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out) {
+        // Already sent up to here (the re-sync landed before this stream read the state).
+        if state.revision() <= self.last_sent {
+            return;
+        }
+        self.hydrate(state, ctx, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prefix_uses_the_characters_of_flag_keys_only() {
+        assert_eq!(parse_prefix(None).unwrap(), None);
+        assert_eq!(parse_prefix(Some(String::new())).unwrap(), None);
+        assert_eq!(parse_prefix(Some("checkout.v2-_".into())).unwrap().as_deref(), Some("checkout.v2-_"));
+        assert!(parse_prefix(Some("a b".into())).is_err());
+        assert!(parse_prefix(Some("a/".into())).is_err());
+        assert!(parse_prefix(Some("a".repeat(MAX_PREFIX_LEN + 1))).is_err());
+    }
+}

@@ -1,0 +1,335 @@
+//! One open stream: a small state folded over the cache's change feed, the shared heartbeat and the
+//! shutdown signal. No task and no buffer per connection: actix polls the stream when the socket can
+//! take more, and between events an idle stream is this struct and two parked wakers.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use actix_web::web::{self, Bytes};
+use futures::Stream;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
+use vexil_dataplane::{Cache, Change, EnvironmentState};
+use vexil_proto::{ChangeEvent, ItemKind};
+
+use crate::sse;
+use crate::state::{Connected, EventKind, Signal, StreamKind, StreamingState};
+
+/// The largest piece of a frame handed to actix at once. actix copies each piece into the
+/// connection's write buffer, which keeps (up to 128 KiB of) whatever capacity it grew to for as long
+/// as the connection lives: a 100 kB hydrate written whole would cost every idle stream 100 kB.
+/// Pieces this size, with the server's `h1_write_buffer_size` at the same figure, keep that buffer at
+/// its initial 8 KiB.
+pub(crate) const MAX_CHUNK: usize = 4096;
+
+/// What a stream does with the changes of its environment. The driver ([`Open`]) handles the rest:
+/// heartbeats, shutdown, environment removal, key re-checks, and lag.
+pub(crate) trait Follower: 'static {
+    /// One event applied to the environment (the driver has already checked that it is this
+    /// environment's). Push what to send onto `out`.
+    fn applied(&mut self, event: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Out);
+
+    /// The environment moved in a way the events do not describe (a re-sync, or this stream's feed
+    /// lagged): start over from `state`, the environment as it is now.
+    fn restart(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out);
+}
+
+/// What a follower can reach.
+pub(crate) struct Ctx<'a> {
+    pub(crate) cache: &'a Cache,
+    pub(crate) streaming: &'a StreamingState,
+    /// The stream's environment.
+    pub(crate) environment_id: i64,
+    /// Whether this change is live (just applied), as opposed to replayed: only live deliveries are
+    /// observed in the propagation-lag histogram.
+    pub(crate) live: bool,
+}
+
+/// Frames to send, in order.
+#[derive(Default)]
+pub(crate) struct Out(VecDeque<Bytes>);
+
+impl Out {
+    /// Queues one event frame and counts it.
+    pub(crate) fn event(&mut self, ctx: &Ctx<'_>, kind: EventKind, frame: Bytes) {
+        ctx.streaming.metrics().sent(kind);
+        self.0.push_back(frame);
+    }
+
+    /// Queues one event frame caused by a change committed at `committed_at_ms`, and observes its lag
+    /// when the change is live.
+    pub(crate) fn delivery(&mut self, ctx: &Ctx<'_>, kind: EventKind, frame: Bytes, committed_at_ms: i64) {
+        if ctx.live {
+            ctx.streaming.metrics().delivered(committed_at_ms);
+        }
+        self.event(ctx, kind, frame);
+    }
+
+    fn push_raw(&mut self, frame: Bytes) {
+        self.0.push_back(frame);
+    }
+}
+
+/// The state of one open stream.
+pub(crate) struct Open<F> {
+    environment_id: i64,
+    /// The presented key, checked again on every heartbeat and whenever the environment's keys may
+    /// have changed: a rotated-out or expired key ends its streams.
+    key: Box<str>,
+    feed: broadcast::Receiver<Change>,
+    signal: watch::Receiver<Signal>,
+    queued: Out,
+    cache: web::Data<Cache>,
+    streaming: web::Data<StreamingState>,
+    follower: F,
+    _connected: Connected,
+}
+
+/// Where a new stream starts: the feed, subscribed to *before* the environment is read (so that no
+/// change falls between the two), and the environment as read after it.
+pub(crate) struct Start {
+    pub(crate) feed: broadcast::Receiver<Change>,
+    pub(crate) state: Arc<EnvironmentState>,
+}
+
+/// Subscribes to the change feed, then reads environment `id` (DESIGN.md's safe order, see the
+/// `vexil_dataplane` crate docs). `None` when the environment is gone.
+pub(crate) fn start(cache: &Cache, environment_id: i64) -> Option<Start> {
+    let feed = cache.subscribe();
+    let state = cache.environment(environment_id)?;
+    Some(Start { feed, state })
+}
+
+/// Everything needed to open a stream.
+pub(crate) struct Params<F> {
+    pub(crate) kind: StreamKind,
+    pub(crate) environment_id: i64,
+    pub(crate) key: String,
+    pub(crate) feed: broadcast::Receiver<Change>,
+    pub(crate) cache: web::Data<Cache>,
+    pub(crate) streaming: web::Data<StreamingState>,
+    pub(crate) follower: F,
+}
+
+impl<F: Follower> Open<F> {
+    /// A stream that sends `retry:`, then `first` (what the follower queued for the start), then
+    /// follows the feed.
+    pub(crate) fn new(params: Params<F>, first: Out) -> Open<F> {
+        let Params { kind, environment_id, key, feed, cache, streaming, follower } = params;
+        let mut queued = Out::default();
+        queued.push_raw(streaming.retry_frame());
+        queued.0.extend(first.0);
+        Open {
+            environment_id,
+            key: key.into_boxed_str(),
+            feed,
+            signal: streaming.subscribe_signal(),
+            _connected: streaming.metrics().connected(kind),
+            queued,
+            cache,
+            streaming,
+            follower,
+        }
+    }
+
+    /// The response body.
+    pub(crate) fn into_body(self) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static {
+        futures::stream::unfold(self, |mut open| async move {
+            let chunk = open.next_chunk().await?;
+            Some((Ok(chunk), open))
+        })
+    }
+
+    /// The next bytes to write; `None` ends the stream.
+    pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(mut chunk) = self.queued.0.pop_front() {
+                if chunk.len() > MAX_CHUNK {
+                    // Zero-copy: the rest stays a view of the same (possibly shared) frame.
+                    let head = chunk.split_to(MAX_CHUNK);
+                    self.queued.0.push_front(chunk);
+                    chunk = head;
+                }
+                if self.queued.0.is_empty() && self.queued.0.capacity() > 8 {
+                    // A long replay must not leave its queue's allocation to every idle stream.
+                    self.queued = Out::default();
+                }
+                return Some(chunk);
+            }
+            tokio::select! {
+                // Shutdown and heartbeats first, so a busy feed can neither hold a stream past
+                // shutdown nor starve its heartbeats.
+                biased;
+                changed = self.signal.changed() => {
+                    let signal = *self.signal.borrow_and_update();
+                    if changed.is_err() || signal.shutdown || !self.key_is_valid() {
+                        return None;
+                    }
+                    self.streaming.metrics().heartbeat();
+                    return Some(sse::PING);
+                }
+                received = self.feed.recv() => {
+                    if !self.follow(received)? {
+                        continue;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Handles one message of the feed; `Some(true)` when it queued something, `None` to end.
+    fn follow(&mut self, received: Result<Change, RecvError>) -> Option<bool> {
+        let ctx = Ctx {
+            cache: &self.cache,
+            streaming: &self.streaming,
+            environment_id: self.environment_id,
+            live: true,
+        };
+        match received {
+            Ok(change) if change.environment_id() != self.environment_id => {}
+            Ok(Change::Applied { event, .. }) => {
+                if event.item() == ItemKind::SdkKey && !self.key_is_valid() {
+                    return None;
+                }
+                self.follower.applied(&event, &ctx, &mut self.queued);
+            }
+            Ok(Change::Resynced { .. }) => {
+                // A re-sync may have brought a new key list.
+                if !self.key_is_valid() {
+                    return None;
+                }
+                let state = self.cache.environment(self.environment_id)?;
+                self.follower.restart(&state, &ctx, &mut self.queued);
+            }
+            Ok(Change::Removed { .. }) => {
+                self.streaming.hydrates().forget(self.environment_id);
+                return None;
+            }
+            Err(RecvError::Lagged(missed)) => {
+                // The feed moved on without this stream (its client reads too slowly): the events it
+                // missed are gone from the feed, so it starts over from the current state. Nothing
+                // upstream ever waits for a stream.
+                tracing::debug!(environment_id = self.environment_id, missed, "stream lagged; starting over");
+                let state = self.cache.environment(self.environment_id)?;
+                self.follower.restart(&state, &ctx, &mut self.queued);
+            }
+            Err(RecvError::Closed) => return None,
+        }
+        Some(!self.queued.0.is_empty())
+    }
+
+    fn key_is_valid(&self) -> bool {
+        self.cache.authenticate(&self.key).is_some_and(|found| found.environment.id() == self.environment_id)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use vexil_dataplane::CacheOptions;
+    use vexil_proto::{ChangeKind, EnvironmentSnapshot};
+
+    use super::*;
+
+    /// Counts what it is told, and sends one frame per call.
+    struct Recorder;
+
+    impl Follower for Recorder {
+        fn applied(&mut self, event: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Out) {
+            out.event(ctx, EventKind::Patch, Bytes::from(format!("applied {}\n", event.revision)));
+        }
+
+        fn restart(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out) {
+            out.event(ctx, EventKind::Hydrate, Bytes::from(format!("restart {}\n", state.revision())));
+        }
+    }
+
+    /// Only SDK-key events, re-syncs and heartbeats check the key, and this test has none of them.
+    const KEY: &str = "vxs_unused";
+
+    fn flag_event(revision: u64, on: bool) -> ChangeEvent {
+        let payload = json!({
+            "flag": {"key": "f", "kind": "boolean", "variations": [{"value": true}, {"value": false}]},
+            "config": {"on": on, "off_variation": 1, "fallthrough": {"variation": 0}}
+        });
+        let mut event = ChangeEvent {
+            environment_id: 1,
+            revision,
+            key: "f".into(),
+            payload: serde_json::to_vec(&payload).unwrap(),
+            ..Default::default()
+        };
+        event.set_kind(ChangeKind::Upsert);
+        event.set_item(ItemKind::Flag);
+        event
+    }
+
+    fn cache(feed_capacity: usize) -> Cache {
+        let cache = Cache::with_options(CacheOptions { feed_capacity, ..CacheOptions::default() });
+        cache
+            .load(&EnvironmentSnapshot {
+                environment_id: 1,
+                revision: 1,
+                snapshot_json: br#"{"revision": 1}"#.to_vec(),
+                ..Default::default()
+            })
+            .unwrap();
+        cache
+    }
+
+    #[tokio::test]
+    async fn a_stream_whose_feed_lagged_starts_over_from_the_current_state() {
+        let cache = cache(2);
+        let streaming = web::Data::new(StreamingState::new(&Default::default()));
+        let feed = cache.subscribe();
+        let mut open = Open::new(
+            Params {
+                kind: StreamKind::Server,
+                environment_id: 1,
+                key: KEY.into(),
+                feed,
+                cache: web::Data::new(cache.clone()),
+                streaming: streaming.clone(),
+                follower: Recorder,
+            },
+            Out::default(),
+        );
+        for revision in 2..=6 {
+            cache.apply(&flag_event(revision, revision % 2 == 0)).unwrap();
+        }
+
+        assert_eq!(open.next_chunk().await.unwrap(), streaming.retry_frame());
+        assert_eq!(open.next_chunk().await.unwrap(), Bytes::from("restart 6\n"));
+    }
+
+    #[tokio::test]
+    async fn a_large_frame_is_handed_over_in_pieces_of_at_most_max_chunk() {
+        let cache = cache(16);
+        let streaming = web::Data::new(StreamingState::new(&Default::default()));
+        let large = Bytes::from(vec![b'x'; 2 * MAX_CHUNK + 10]);
+        let mut first = Out::default();
+        first.push_raw(large.clone());
+        let mut open = Open::new(
+            Params {
+                kind: StreamKind::Server,
+                environment_id: 1,
+                key: KEY.into(),
+                feed: cache.subscribe(),
+                cache: web::Data::new(cache.clone()),
+                streaming: streaming.clone(),
+                follower: Recorder,
+            },
+            first,
+        );
+
+        assert_eq!(open.next_chunk().await.unwrap(), streaming.retry_frame());
+        let pieces = [
+            open.next_chunk().await.unwrap(),
+            open.next_chunk().await.unwrap(),
+            open.next_chunk().await.unwrap(),
+        ];
+        assert_eq!(pieces.each_ref().map(Bytes::len), [MAX_CHUNK, MAX_CHUNK, 10]);
+        assert_eq!(pieces.concat(), large);
+    }
+}
