@@ -104,7 +104,9 @@ pub struct DataPlaneSettings {
     /// The OFREP change stream advertised in bulk evaluations (absolute URL of the streaming service's
     /// `/ofrep/v1/stream`); empty = advertise none.
     pub ofrep_stream_url: String,
-    /// Seconds between checks of the snapshot cache's revisions (catches silently missed events).
+    /// Seconds between checks of the snapshot cache's revisions: catches silently missed events, and
+    /// bounds how long a replica lags after a Redis restart (events published between the restart and
+    /// its re-subscription are lost to it until this check).
     pub resync_seconds: u64,
     /// Most events kept in the Redis events stream (older ones are trimmed).
     pub events_stream_max_len: u64,
@@ -118,7 +120,7 @@ impl Default for DataPlaneSettings {
             rate_limit_per_second: 1_000,
             max_body_bytes: 64 * 1024,
             ofrep_stream_url: String::new(),
-            resync_seconds: 10,
+            resync_seconds: 3,
             events_stream_max_len: 1_000_000,
         }
     }

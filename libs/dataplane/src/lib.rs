@@ -14,6 +14,8 @@
 //! * [`Cache::events_since`] replays an environment's recent events from a ring buffer (for
 //!   `Last-Event-ID`), and [`Cache::subscribe`] is the feed of [`Change`]s that streams follow.
 //! * [`BusSync`] fills the cache from the bus and keeps it current, falling back to the database.
+//! * [`UpstreamSync`] (relay mode) instead keeps one environment current from an upstream Vexil's
+//!   `/v1/stream`, persisting it to a state file so that a restart survives an upstream outage.
 //!
 //! # Serving a stream without missing a change
 //!
@@ -79,6 +81,7 @@ mod cache;
 mod error;
 mod ring;
 mod sync;
+mod upstream;
 
 pub use cache::{
     ApplyOutcome, Authenticated, Cache, CacheOptions, Change, DEFAULT_FEED_CAPACITY, DEFAULT_RING_CAPACITY,
@@ -86,4 +89,8 @@ pub use cache::{
 };
 pub use error::{Error, PayloadError, Result};
 pub use sync::{BusSync, DEFAULT_REFRESH_INTERVAL};
+pub use upstream::{
+    DEFAULT_DEAD_AFTER, DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, RELAY_ENVIRONMENT_ID, SseEvent, SseParser,
+    UpstreamError, UpstreamSync,
+};
 pub use vexil_store::KeyKind;

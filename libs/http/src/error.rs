@@ -162,7 +162,11 @@ impl ApiError {
     /// An error about one field.
     pub fn field(code: ErrorCode, field: impl Into<String>, detail: impl Into<String>) -> ApiError {
         let detail = detail.into();
-        ApiError::Client { code, errors: vec![FieldError { field: field.into(), message: detail.clone() }], detail }
+        ApiError::Client {
+            code,
+            errors: vec![FieldError { field: field.into(), message: detail.clone() }],
+            detail,
+        }
     }
 
     /// The code this error is answered with.
@@ -190,12 +194,17 @@ impl From<StoreError> for ApiError {
         match error {
             StoreError::NotFound { .. } => ApiError::new(ErrorCode::NotFound, error.to_string()),
             StoreError::AlreadyExists { .. } => ApiError::new(ErrorCode::AlreadyExists, error.to_string()),
-            StoreError::VersionMismatch { .. } => ApiError::new(ErrorCode::PreconditionFailed, error.to_string()),
+            StoreError::VersionMismatch { .. } => {
+                ApiError::new(ErrorCode::PreconditionFailed, error.to_string())
+            }
             StoreError::Invalid(errors) => errors.into(),
             StoreError::Conflict(detail) => ApiError::new(ErrorCode::Conflict, detail),
             StoreError::Unavailable(_) => {
                 tracing::warn!(error = %anyhow::Error::from(error), "database unavailable");
-                ApiError::new(ErrorCode::ServiceUnavailable, "the database is unavailable; nothing was changed")
+                ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "the database is unavailable; nothing was changed",
+                )
             }
             other => ApiError::Unexpected(anyhow::Error::from(other)),
         }

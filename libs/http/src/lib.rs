@@ -46,10 +46,14 @@ fn authenticate(req: &HttpRequest) -> Result<SdkKey, ApiError> {
         .app_data::<web::Data<Cache>>()
         .ok_or_else(|| ApiError::Unexpected(anyhow::anyhow!("the data-plane cache is not registered")))?;
     if !cache.ready() {
-        return Err(ApiError::new(ErrorCode::ServiceUnavailable, "this replica has not loaded its flags yet"));
+        return Err(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "this replica has not loaded its flags yet",
+        ));
     }
-    let presented = presented_key(req)
-        .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "send an SDK key: Authorization: Bearer <key>"))?;
+    let presented = presented_key(req).ok_or_else(|| {
+        ApiError::new(ErrorCode::Unauthorized, "send an SDK key: Authorization: Bearer <key>")
+    })?;
     let found = cache
         .authenticate(&presented)
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the SDK key is not valid"))?;
@@ -69,7 +73,11 @@ pub fn presented_key(req: &HttpRequest) -> Option<String> {
             .ok()
             .and_then(|q| q.get("key").cloned())
     };
-    from_authorization.filter(|k| !k.is_empty()).or_else(from_api_key).or_else(from_query).filter(|k| !k.is_empty())
+    from_authorization
+        .filter(|k| !k.is_empty())
+        .or_else(from_api_key)
+        .or_else(from_query)
+        .filter(|k| !k.is_empty())
 }
 
 /// The headers a browser may send to the data plane.
@@ -85,10 +93,14 @@ pub async fn cors(
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     let origin = req.headers().get(header::ORIGIN).cloned();
-    let preflight = req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let preflight =
+        req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if preflight {
         let response = HttpResponse::build(StatusCode::NO_CONTENT)
-            .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.unwrap_or(HeaderValue::from_static("*"))))
+            .insert_header((
+                header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                origin.unwrap_or(HeaderValue::from_static("*")),
+            ))
             .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
             .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS))
             .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))

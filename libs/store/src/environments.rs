@@ -314,7 +314,8 @@ impl Store {
             on!(&mut tx, |c, d| sqlx::query_scalar(PURGE).bind(env.id).bind(at).fetch_all(c).await?);
         // Replicas hold keys too: tell them the expired ones are gone.
         for id in &purged {
-            write::record_change(&mut tx, &project_row.key, &env, Change::delete(ItemKind::SdkKey, id), at).await?;
+            write::record_change(&mut tx, &project_row.key, &env, Change::delete(ItemKind::SdkKey, id), at)
+                .await?;
         }
         let expiring: Vec<(String, String, Vec<u8>)> =
             on!(&mut tx, |c, d| sqlx::query_as(EXPIRE).bind(env.id).bind(expires).fetch_all(c).await?);

@@ -250,7 +250,10 @@ impl Store {
             .await?);
         let Some(row) = row else {
             let current = to_u64(flag_row(&mut tx, &project_row, key).await?.version);
-            return Err(StoreError::VersionMismatch { expected: if_version.unwrap_or(to_u64(read_version)), current });
+            return Err(StoreError::VersionMismatch {
+                expected: if_version.unwrap_or(to_u64(read_version)),
+                current,
+            });
         };
         #[derive(FromRow)]
         struct EnvConfig {

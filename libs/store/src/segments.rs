@@ -172,7 +172,10 @@ impl Store {
             .await?);
         let Some(row) = row else {
             let now_current = to_u64(segment_row(&mut tx, &env, key).await?.version);
-            return Err(StoreError::VersionMismatch { expected: if_version.unwrap_or(current), current: now_current });
+            return Err(StoreError::VersionMismatch {
+                expected: if_version.unwrap_or(current),
+                current: now_current,
+            });
         };
         write::record_change(
             &mut tx,

@@ -14,7 +14,8 @@
 //! `redis://127.0.0.1:6379`), `--without-notify true` (an experiment, not a configuration: disables
 //! the change log's NOTIFY trigger in the benchmark's database, so the relay finds changes by polling
 //! every second, to measure what PostgreSQL's global NOTIFY commit lock costs). PostgreSQL is `VEXIL_TEST_DATABASE_URL` or
-//! `postgres://postgres@127.0.0.1:5432/postgres`; the database is created fresh and left behind.
+//! `postgres://postgres@127.0.0.1:5432/postgres`; the database is created fresh, and dropped after a
+//! clean run (kept after a failed one).
 //!
 //! It reports updates/s, latency percentiles, errors, where PostgreSQL backends waited (sampled from
 //! `pg_stat_activity` every 20 ms), whether the relay delivered every change (the change log drains to
@@ -192,7 +193,7 @@ async fn main() -> anyhow::Result<()> {
                 while Instant::now() < deadline {
                     let n = next.fetch_add(1, Ordering::Relaxed);
                     let target = &targets[(n % targets.len() as u64) as usize];
-                    let on = (n / targets.len() as u64) % 2 == 0;
+                    let on = (n / targets.len() as u64).is_multiple_of(2);
                     let sent = Instant::now();
                     let outcome = update(&api, target, mode, on, n).await;
                     match outcome {
@@ -277,18 +278,33 @@ async fn main() -> anyhow::Result<()> {
         drained_in.as_secs_f64(),
         delivered && in_order && received == expected
     );
-    println!("snapshot cache: revisions {cached:?} (environments {revisions_after:?})");
+    let foreign =
+        cached.iter().zip(&revisions_after).any(|(cached, revision)| cached.is_some_and(|c| c > *revision));
+    println!(
+        "snapshot cache: revisions {cached:?} (environments {revisions_after:?}){}",
+        if foreign {
+            "; a newer snapshot under the same environment id was already cached: environment ids are \
+             per database, and this Redis is shared with other databases (earlier runs, tests)"
+        } else {
+            ""
+        }
+    );
     println!("audit verify:   ok={} records={}", verify["ok"], verify["records"]);
     println!("postgres waits (share of sampled active backends of this database):");
     let total: u64 = waits.values().sum();
     let mut ranked: Vec<_> = waits.into_iter().collect();
-    ranked.sort_by(|a, b| b.1.cmp(&a.1));
+    ranked.sort_by_key(|r| std::cmp::Reverse(r.1));
     for (wait, count) in ranked.into_iter().take(10) {
         println!("  {:>5.1}%  {wait}", 100.0 * count as f64 / total.max(1) as f64);
     }
     if failed > 0 || !(delivered && in_order) || verify["ok"] != true {
-        bail!("the run had errors, an undelivered change or a broken audit chain");
+        bail!(
+            "the run had errors, an undelivered change or a broken audit chain; database {} is kept for a post-mortem",
+            database.name()
+        );
     }
+    probe.close().await;
+    database.drop_database().await;
     Ok(())
 }
 

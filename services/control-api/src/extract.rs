@@ -7,8 +7,8 @@ use std::pin::Pin;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
 use actix_web::http::header;
+use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
@@ -70,20 +70,31 @@ fn check_json(content_type: Option<&str>) -> Result<(), ApiError> {
     match essence.as_deref() {
         Some("application/json" | "application/merge-patch+json") => Ok(()),
         Some(other) if other.starts_with("application/") && other.ends_with("+json") => Ok(()),
-        _ => Err(ApiError::new(ErrorCode::UnsupportedMediaType, "send the body as JSON with Content-Type: application/json")),
+        _ => Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            "send the body as JSON with Content-Type: application/json",
+        )),
     }
 }
 
 /// Reads the body, refusing (413) more than the configured limit.
-fn read_body(req: &HttpRequest, payload: &mut Payload) -> impl Future<Output = Result<web::BytesMut, ApiError>> + 'static {
+fn read_body(
+    req: &HttpRequest,
+    payload: &mut Payload,
+) -> impl Future<Output = Result<web::BytesMut, ApiError>> + 'static {
     let limit = req.app_data::<web::Data<AppState>>().map_or(256 * 1024, |s| s.settings.api.max_body_bytes);
     let mut payload = payload.take();
     async move {
         let mut body = web::BytesMut::new();
         while let Some(chunk) = payload.next().await {
-            let chunk = chunk.map_err(|e| ApiError::new(ErrorCode::InvalidBody, format!("could not read the body: {e}")))?;
+            let chunk = chunk.map_err(|e| {
+                ApiError::new(ErrorCode::InvalidBody, format!("could not read the body: {e}"))
+            })?;
             if body.len() + chunk.len() > limit {
-                return Err(ApiError::new(ErrorCode::PayloadTooLarge, format!("the body must be at most {limit} bytes")));
+                return Err(ApiError::new(
+                    ErrorCode::PayloadTooLarge,
+                    format!("the body must be at most {limit} bytes"),
+                ));
             }
             body.extend_from_slice(&chunk);
         }
@@ -108,14 +119,17 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             let field = if path == "." { missing.to_owned() } else { format!("{path}.{missing}") };
             ApiError::field(ErrorCode::InvalidBody, field, message)
         } else if path == "." {
-            ApiError::new(ErrorCode::InvalidBody, format!("the body does not have the expected shape: {message}"))
+            ApiError::new(
+                ErrorCode::InvalidBody,
+                format!("the body does not have the expected shape: {message}"),
+            )
         } else {
             ApiError::field(ErrorCode::InvalidBody, path, message)
         }
     })?;
-    deserializer
-        .end()
-        .map_err(|e| ApiError::new(ErrorCode::InvalidBody, format!("unexpected data after the JSON value: {e}")))?;
+    deserializer.end().map_err(|e| {
+        ApiError::new(ErrorCode::InvalidBody, format!("unexpected data after the JSON value: {e}"))
+    })?;
     Ok(value)
 }
 
@@ -157,7 +171,11 @@ pub fn if_match(req: &HttpRequest) -> Result<Option<u64>, ApiError> {
     }
     let tag = text.strip_prefix("W/").unwrap_or(text).trim_matches('"');
     tag.parse::<u64>().map(Some).map_err(|_| {
-        ApiError::field(ErrorCode::InvalidParameter, "If-Match", "If-Match must be an ETag from a previous response, like \"7\"")
+        ApiError::field(
+            ErrorCode::InvalidParameter,
+            "If-Match",
+            "If-Match must be an ETag from a previous response, like \"7\"",
+        )
     })
 }
 
@@ -257,8 +275,15 @@ impl<R: Requirement> FromRequest for Auth<R> {
 
 fn authorize<R: Requirement>(req: &HttpRequest) -> Result<Auth<R>, ApiError> {
     let token = match req.extensions().get::<Presented>() {
-        None => return Err(ApiError::new(ErrorCode::Unauthorized, "send a management token: Authorization: Bearer <token>")),
-        Some(Presented::Invalid) => return Err(ApiError::new(ErrorCode::Unauthorized, "the token is not valid")),
+        None => {
+            return Err(ApiError::new(
+                ErrorCode::Unauthorized,
+                "send a management token: Authorization: Bearer <token>",
+            ));
+        }
+        Some(Presented::Invalid) => {
+            return Err(ApiError::new(ErrorCode::Unauthorized, "the token is not valid"));
+        }
         Some(Presented::Valid(token)) => token.clone(),
     };
     if token.role < R::ROLE {
@@ -268,13 +293,19 @@ fn authorize<R: Requirement>(req: &HttpRequest) -> Result<Auth<R>, ApiError> {
         ));
     }
     if R::GLOBAL && token.projects.is_some() {
-        return Err(ApiError::new(ErrorCode::Forbidden, "this needs a token that is not limited to projects"));
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            "this needs a token that is not limited to projects",
+        ));
     }
     if let Some(project) = req.match_info().get("project")
         && let Ok(project) = ProjectKey::parse(project)
         && !token.covers(&project)
     {
-        return Err(ApiError::new(ErrorCode::Forbidden, format!("the token does not cover project {project}")));
+        return Err(ApiError::new(
+            ErrorCode::Forbidden,
+            format!("the token does not cover project {project}"),
+        ));
     }
     let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
     let actor = Actor { token_id: Some(token.id.clone()), name: token.name.clone(), request_id };
@@ -282,6 +313,10 @@ fn authorize<R: Requirement>(req: &HttpRequest) -> Result<Auth<R>, ApiError> {
 }
 
 /// Parses a key from the path, naming the parameter when it is malformed.
-pub fn path_key<K, E: std::fmt::Display>(name: &str, value: String, parse: impl FnOnce(String) -> Result<K, E>) -> Result<K, ApiError> {
+pub fn path_key<K, E: std::fmt::Display>(
+    name: &str,
+    value: String,
+    parse: impl FnOnce(String) -> Result<K, E>,
+) -> Result<K, ApiError> {
     parse(value).map_err(|e| ApiError::field(ErrorCode::InvalidParameter, name, format!("{name} {e}")))
 }

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
-use actix_web::middleware::{Next, from_fn};
 use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpMessage, HttpResponse, HttpServer, web};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -42,18 +42,30 @@ impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme("bearer", SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()));
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
     }
 }
 
 /// The OpenAPI document of the management API.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let (_, api) = App::new().into_utoipa_app().openapi(ApiDoc::openapi()).service(api_scope()).split_for_parts();
+    let (_, api) =
+        App::new().into_utoipa_app().openapi(ApiDoc::openapi()).service(api_scope()).split_for_parts();
     api
 }
 
 /// The `/api/v1` routes, for `into_utoipa_app().service(..)`.
-pub fn api_scope() -> scope::Scope<impl actix_web::dev::ServiceFactory<actix_web::dev::ServiceRequest, Config = (), Response = actix_web::dev::ServiceResponse, Error = actix_web::Error, InitError = ()>> {
+pub fn api_scope() -> scope::Scope<
+    impl actix_web::dev::ServiceFactory<
+        actix_web::dev::ServiceRequest,
+        Config = (),
+        Response = actix_web::dev::ServiceResponse,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
     scope::scope("/api/v1")
         .configure(routes::projects::configure)
         .configure(routes::flags::configure)
@@ -64,7 +76,11 @@ pub fn api_scope() -> scope::Scope<impl actix_web::dev::ServiceFactory<actix_web
 
 /// Adds the management API, its documentation, health and metrics routes, and the middleware to an
 /// app. The same function serves the control-api binary, standalone mode and the tests.
-pub fn configure_app(config: &mut web::ServiceConfig, state: web::Data<AppState>, openapi: Arc<utoipa::openapi::OpenApi>) {
+pub fn configure_app(
+    config: &mut web::ServiceConfig,
+    state: web::Data<AppState>,
+    openapi: Arc<utoipa::openapi::OpenApi>,
+) {
     let json = Arc::new(openapi.to_json().unwrap_or_default());
     config
         .app_data(state)
@@ -135,7 +151,11 @@ impl Application {
         let port = listener.local_addr()?.port();
         let metrics = Arc::new(Metrics::new());
         let settings = Arc::new(settings);
-        let state = web::Data::new(AppState { store: store.clone(), settings: settings.clone(), metrics: metrics.clone() });
+        let state = web::Data::new(AppState {
+            store: store.clone(),
+            settings: settings.clone(),
+            metrics: metrics.clone(),
+        });
         let (shutdown, shutdown_rx) = watch::channel(false);
         let relay = tokio::spawn(crate::relay::run(store, bus, metrics.clone(), shutdown_rx));
         let openapi = Arc::new(openapi());
@@ -149,7 +169,9 @@ impl Application {
                 .service(api_scope())
                 .split_for_parts();
             // Outermost last: `observe` assigns the request id that `authenticate` and the audit log use.
-            app.default_service(web::to(not_found)).wrap(from_fn(crate::extract::authenticate)).wrap(from_fn(observe))
+            app.default_service(web::to(not_found))
+                .wrap(from_fn(crate::extract::authenticate))
+                .wrap(from_fn(observe))
         })
         .listen(listener)?
         .shutdown_timeout(settings.server.shutdown_grace_seconds)

@@ -34,13 +34,20 @@ impl Metrics {
     /// Registers the control plane's metrics.
     pub fn new() -> Metrics {
         let registry = Registry::default();
-        let responses = ["2xx", "3xx", "4xx", "5xx"]
-            .map(|class| registry.counter(&format!("vexil_http_responses_total{{class=\"{class}\"}}"), "HTTP responses by status class."));
+        let responses = ["2xx", "3xx", "4xx", "5xx"].map(|class| {
+            registry.counter(
+                &format!("vexil_http_responses_total{{class=\"{class}\"}}"),
+                "HTTP responses by status class.",
+            )
+        });
         Metrics {
             responses,
-            relay_published: registry.counter("vexil_relay_published_events_total", "Change events published to the bus."),
-            relay_failures: registry.counter("vexil_relay_publish_failures_total", "Failed attempts to publish to the bus."),
-            relay_unsent: registry.gauge("vexil_relay_unsent_events", "Change events waiting in the database for the bus."),
+            relay_published: registry
+                .counter("vexil_relay_published_events_total", "Change events published to the bus."),
+            relay_failures: registry
+                .counter("vexil_relay_publish_failures_total", "Failed attempts to publish to the bus."),
+            relay_unsent: registry
+                .gauge("vexil_relay_unsent_events", "Change events waiting in the database for the bus."),
             registry,
         }
     }

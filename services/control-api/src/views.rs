@@ -28,7 +28,13 @@ pub struct ProjectView {
 
 impl From<ProjectRecord> for ProjectView {
     fn from(r: ProjectRecord) -> ProjectView {
-        ProjectView { key: r.key.to_string(), name: r.name, description: r.description, created_at: r.created_at, updated_at: r.updated_at }
+        ProjectView {
+            key: r.key.to_string(),
+            name: r.name,
+            description: r.description,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
     }
 }
 
@@ -51,7 +57,13 @@ pub struct EnvironmentView {
 
 impl From<EnvironmentRecord> for EnvironmentView {
     fn from(r: EnvironmentRecord) -> EnvironmentView {
-        EnvironmentView { key: r.key.to_string(), name: r.name, revision: r.revision, created_at: r.created_at, updated_at: r.updated_at }
+        EnvironmentView {
+            key: r.key.to_string(),
+            name: r.name,
+            revision: r.revision,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
     }
 }
 
@@ -91,7 +103,13 @@ pub struct KeyView {
 
 impl From<SdkKeyRecord> for KeyView {
     fn from(k: SdkKeyRecord) -> KeyView {
-        KeyView { id: k.id, kind: k.kind, prefix: k.prefix, created_at: k.created_at, expires_at: k.expires_at }
+        KeyView {
+            id: k.id,
+            kind: k.kind,
+            prefix: k.prefix,
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+        }
     }
 }
 
@@ -113,7 +131,12 @@ pub struct FlagView {
 
 impl From<FlagRecord> for FlagView {
     fn from(r: FlagRecord) -> FlagView {
-        FlagView { flag: r.flag.into_spec(), version: r.version, created_at: r.created_at, updated_at: r.updated_at }
+        FlagView {
+            flag: r.flag.into_spec(),
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
     }
 }
 

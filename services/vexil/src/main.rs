@@ -19,7 +19,7 @@ use vexil_bus::Bus;
 use vexil_config::Settings;
 use vexil_control_api::Application;
 use vexil_control_api::bootstrap::{FirstStart, first_start};
-use vexil_dataplane::{BusSync, Cache};
+use vexil_dataplane::{BusSync, Cache, UpstreamSync};
 use vexil_store::Store;
 
 #[derive(Parser)]
@@ -50,9 +50,15 @@ enum Command {
         migrate: bool,
     },
     /// Run the evaluation service (polling, server-side evaluation, OFREP, events) over Redis.
-    Evaluation,
+    Evaluation {
+        #[command(flatten)]
+        relay: RelayArgs,
+    },
     /// Run the streaming service (SSE to server SDKs, client streams, OFREP change stream) over Redis.
-    Streaming,
+    Streaming {
+        #[command(flatten)]
+        relay: RelayArgs,
+    },
     /// Apply the database migrations and exit.
     Migrate,
 }
@@ -96,21 +102,32 @@ async fn main() -> anyhow::Result<()> {
             let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
             serve(settings, store, bus).await
         }
-        Command::Evaluation => {
+        Command::Evaluation { relay } => {
             vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
             tracing::info!(settings = %settings.describe(), "starting evaluation");
-            let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
-            let (cache, _sync) = start_sync(&settings, bus.clone()).await;
+            let (bus, cache, _sync) = if relay.upstream.is_some() {
+                // Relay mode: no Redis. Events posted to /v1/events stay in this process.
+                let (cache, sync) = start_upstream_sync(&relay)?;
+                (Bus::in_process(), cache, sync)
+            } else {
+                let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
+                let (cache, sync) = start_sync(&settings, bus.clone()).await;
+                (bus, cache, sync)
+            };
             let state = vexil_evaluation::EvaluationState::new(std::sync::Arc::new(settings.clone()), bus);
             let application = vexil_evaluation::Application::build(settings, cache, state).await?;
             tracing::info!(port = application.port(), "listening");
             application.run_until_stopped().await
         }
-        Command::Streaming => {
+        Command::Streaming { relay } => {
             vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
             tracing::info!(settings = %settings.describe(), "starting streaming");
-            let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
-            let (cache, _sync) = start_sync(&settings, bus).await;
+            let (cache, _sync) = if relay.upstream.is_some() {
+                start_upstream_sync(&relay)?
+            } else {
+                let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
+                start_sync(&settings, bus).await
+            };
             let application = vexil_streaming::Application::build(settings, cache).await?;
             tracing::info!(port = application.port(), "listening");
             application.run_until_stopped().await
@@ -133,7 +150,9 @@ async fn start_sync(settings: &Settings, bus: Bus) -> (Cache, tokio::sync::watch
         .refresh_every(std::time::Duration::from_secs(settings.dataplane.resync_seconds.max(1)));
     match Store::connect_with(&settings.database.url, 4).await {
         Ok(store) => sync = sync.with_store(store),
-        Err(error) => tracing::warn!(error = %error, "no database for warm starts; syncing from the bus only"),
+        Err(error) => {
+            tracing::warn!(error = %error, "no database for warm starts; syncing from the bus only")
+        }
     }
     let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(sync.run(shutdown_rx));
@@ -172,4 +191,35 @@ fn print_first_start(created: &FirstStart, settings: &Settings) {
     println!("  API:  {base}/api/v1   docs: {base}/api/docs/");
     println!("  try:  curl -H 'Authorization: Bearer {}' {base}/api/v1/projects", created.token);
     println!();
+}
+
+/// Relay mode (DESIGN.md §5): take the snapshots of one environment from an upstream Vexil's
+/// `/v1/stream` instead of Redis.
+#[derive(clap::Args)]
+struct RelayArgs {
+    /// Base URL of an upstream Vexil (streaming or standalone) to relay from, e.g.
+    /// `http://vexil.example:8080`. Without it, the service follows Redis.
+    #[arg(long)]
+    upstream: Option<String>,
+    /// The upstream environment's server key (required with `--upstream`; it also authenticates
+    /// SDKs here).
+    #[arg(long, requires = "upstream", env = "VEXIL_RELAY_SERVER_KEY", hide_env_values = true)]
+    server_key: Option<String>,
+    /// Where the relay persists its last snapshot, served on a restart while the upstream is down.
+    #[arg(long, default_value = "./data/relay-snapshot.json")]
+    state_file: PathBuf,
+}
+
+/// Keeps a data-plane cache current from an upstream stream; the replica answers 503 until its first
+/// hydrate, unless the state file has a snapshot.
+fn start_upstream_sync(relay: &RelayArgs) -> anyhow::Result<(Cache, tokio::sync::watch::Sender<bool>)> {
+    let upstream = relay.upstream.as_deref().context("--upstream is required in relay mode")?;
+    let key = relay.server_key.as_deref().context("--server-key is required with --upstream")?;
+    tracing::info!(upstream, state_file = %relay.state_file.display(), "relay mode: following the upstream");
+    let cache = Cache::new();
+    let sync =
+        UpstreamSync::new(cache.clone(), upstream, key, relay.state_file.clone()).context("--server-key")?;
+    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(sync.run(shutdown_rx));
+    Ok((cache, shutdown))
 }

@@ -25,7 +25,12 @@ pub async fn run(settings: Settings, store: Store) -> anyhow::Result<()> {
 
     // Control plane: the relay moves the change log to the in-process bus...
     let metrics = Arc::new(Metrics::new());
-    tokio::spawn(vexil_control_api::relay::run(store.clone(), bus.clone(), metrics.clone(), shutdown_rx.clone()));
+    tokio::spawn(vexil_control_api::relay::run(
+        store.clone(),
+        bus.clone(),
+        metrics.clone(),
+        shutdown_rx.clone(),
+    ));
     // ...and the data plane's cache follows the bus, warm-starting from the database.
     let cache = Cache::new();
     let sync = BusSync::new(cache.clone(), bus.clone())
@@ -41,7 +46,10 @@ pub async fn run(settings: Settings, store: Store) -> anyhow::Result<()> {
 
     let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))
         .with_context(|| format!("binding {}:{}", settings.server.host, settings.server.port))?;
-    tracing::info!(port = listener.local_addr()?.port(), "listening: management API, streaming and evaluation");
+    tracing::info!(
+        port = listener.local_addr()?.port(),
+        "listening: management API, streaming and evaluation"
+    );
     let app_streaming = streaming.clone();
     let server = HttpServer::new(move || {
         let (app, _) = App::new()

@@ -6,3 +6,4 @@ mod cache;
 mod helpers;
 mod redis;
 mod sync;
+mod upstream;

@@ -52,7 +52,11 @@ fn instant(name: &str, value: Option<String>) -> Result<Option<OffsetDateTime>, 
     value
         .map(|text| {
             OffsetDateTime::parse(&text, &Rfc3339).map_err(|_| {
-                ApiError::field(ErrorCode::InvalidParameter, name, format!("{name} must be an RFC 3339 instant like 2026-11-21T10:00:00Z"))
+                ApiError::field(
+                    ErrorCode::InvalidParameter,
+                    name,
+                    format!("{name} must be an RFC 3339 instant like 2026-11-21T10:00:00Z"),
+                )
             })
         })
         .transpose()
@@ -63,14 +67,26 @@ fn instant(name: &str, value: Option<String>) -> Result<Option<OffsetDateTime>, 
 #[utoipa::path(tag = "audit", params(AuditParams), responses((status = 200, body = AuditPage), (status = 400, body = Problem)))]
 #[get("/audit")]
 #[tracing::instrument(skip_all)]
-async fn list_audit(state: web::Data<AppState>, auth: Auth<Viewer>, Query(params): Query<AuditParams>) -> Result<HttpResponse, ApiError> {
+async fn list_audit(
+    state: web::Data<AppState>,
+    auth: Auth<Viewer>,
+    Query(params): Query<AuditParams>,
+) -> Result<HttpResponse, ApiError> {
     let limit = params.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field(ErrorCode::InvalidParameter, "limit", "limit must be between 1 and 1000"));
+        return Err(ApiError::field(
+            ErrorCode::InvalidParameter,
+            "limit",
+            "limit must be between 1 and 1000",
+        ));
     }
     let before_seq = params
         .cursor
-        .map(|c| c.parse::<u64>().map_err(|_| ApiError::field(ErrorCode::InvalidParameter, "cursor", "cursor must be a next_cursor value")))
+        .map(|c| {
+            c.parse::<u64>().map_err(|_| {
+                ApiError::field(ErrorCode::InvalidParameter, "cursor", "cursor must be a next_cursor value")
+            })
+        })
         .transpose()?;
     let query = AuditQuery {
         project: params.project,
@@ -84,7 +100,8 @@ async fn list_audit(state: web::Data<AppState>, auth: Auth<Viewer>, Query(params
         limit,
     };
     let items = state.store.list_audit(&query).await?;
-    let next_cursor = (items.len() == limit as usize).then(|| items.last().map(|r| r.seq.to_string())).flatten();
+    let next_cursor =
+        (items.len() == limit as usize).then(|| items.last().map(|r| r.seq.to_string())).flatten();
     Ok(HttpResponse::Ok().json(AuditPage { items, next_cursor }))
 }
 
@@ -92,7 +109,10 @@ async fn list_audit(state: web::Data<AppState>, auth: Auth<Viewer>, Query(params
 #[utoipa::path(tag = "audit", responses((status = 200, body = Object)))]
 #[get("/audit/verify")]
 #[tracing::instrument(skip_all)]
-async fn verify_audit(state: web::Data<AppState>, _auth: Auth<GlobalAdmin>) -> Result<HttpResponse, ApiError> {
+async fn verify_audit(
+    state: web::Data<AppState>,
+    _auth: Auth<GlobalAdmin>,
+) -> Result<HttpResponse, ApiError> {
     let verification: AuditVerification = state.store.verify_audit().await?;
     Ok(HttpResponse::Ok().json(verification))
 }

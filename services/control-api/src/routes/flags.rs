@@ -76,7 +76,13 @@ async fn list_flags(
         None | Some("false") => Some(false),
         Some("true") => Some(true),
         Some("all") => None,
-        Some(_) => return Err(ApiError::field(ErrorCode::InvalidParameter, "archived", "archived must be true, false or all")),
+        Some(_) => {
+            return Err(ApiError::field(
+                ErrorCode::InvalidParameter,
+                "archived",
+                "archived must be true, false or all",
+            ));
+        }
     };
     let filter = FlagFilter { prefix: query.prefix, tag: query.tag, query: query.q, archived };
     let flags = state.store.list_flags(&project, &filter).await?;
@@ -87,7 +93,11 @@ async fn list_flags(
 #[utoipa::path(tag = "flags", responses((status = 200, body = FlagView), (status = 404, body = Problem)))]
 #[get("/projects/{project}/flags/{flag}")]
 #[tracing::instrument(skip_all)]
-async fn get_flag(state: web::Data<AppState>, _auth: Auth<Viewer>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn get_flag(
+    state: web::Data<AppState>,
+    _auth: Auth<Viewer>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (project, flag) = path.into_inner();
     let (project, flag) = keys(project, flag)?;
     let record = state.store.get_flag(&project, &flag).await?;
@@ -112,14 +122,20 @@ async fn update_flag(
     let (project, key) = keys(project, flag)?;
     let expected = if_match(&req)?;
     if !patch.is_object() {
-        return Err(ApiError::new(ErrorCode::InvalidBody, "a merge patch is a JSON object of the fields to change"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidBody,
+            "a merge patch is a JSON object of the fields to change",
+        ));
     }
     let current = state.store.get_flag(&project, &key).await?;
     let mut document = serde_json::to_value(current.flag.spec()).map_err(anyhow::Error::from)?;
     merge_patch(&mut document, &patch);
     let spec: FlagSpec = parse_json(&serde_json::to_vec(&document).map_err(anyhow::Error::from)?)?;
     let flag = Flag::parse(spec)?;
-    let record = state.store.update_flag(&auth.actor, &project, &key, flag, expected.or(Some(current.version))).await?;
+    let record = state
+        .store
+        .update_flag(&auth.actor, &project, &key, flag, expected.or(Some(current.version)))
+        .await?;
     Ok(HttpResponse::Ok().insert_header(etag(record.version)).json(FlagView::from(record)))
 }
 
@@ -147,7 +163,11 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 #[utoipa::path(tag = "flags", responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 #[delete("/projects/{project}/flags/{flag}")]
 #[tracing::instrument(skip_all)]
-async fn delete_flag(state: web::Data<AppState>, auth: Auth<Editor>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn delete_flag(
+    state: web::Data<AppState>,
+    auth: Auth<Editor>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (project, flag) = path.into_inner();
     let (project, flag) = keys(project, flag)?;
     state.store.delete_flag(&auth.actor, &project, &flag).await?;
@@ -187,7 +207,8 @@ async fn put_flag_config(
     let (project, flag) = keys(project, flag)?;
     let environment = path_key("environment", environment, EnvironmentKey::parse)?;
     let expected = if_match(&req)?;
-    let record = state.store.put_flag_config(&auth.actor, &project, &flag, &environment, spec, expected).await?;
+    let record =
+        state.store.put_flag_config(&auth.actor, &project, &flag, &environment, spec, expected).await?;
     Ok(HttpResponse::Ok().insert_header(etag(record.version)).json(FlagConfigView::from(record)))
 }
 

@@ -69,7 +69,8 @@ async fn create_project(
     Body(body): Body<CreateProject>,
 ) -> Result<HttpResponse, ApiError> {
     tracing::Span::current().record("project", body.key.as_str());
-    let (project, keys) = state.store.create_project(&auth.actor, &body.key, &body.name, &body.description).await?;
+    let (project, keys) =
+        state.store.create_project(&auth.actor, &body.key, &body.name, &body.description).await?;
     Ok(HttpResponse::Created().json(ProjectCreated {
         project: project.into(),
         environments: keys.into_iter().map(NewKeysView::from).collect(),
@@ -91,7 +92,11 @@ async fn list_projects(state: web::Data<AppState>, auth: Auth<Viewer>) -> Result
 #[utoipa::path(tag = "projects", responses((status = 200, body = ProjectView), (status = 404, body = Problem)))]
 #[get("/projects/{project}")]
 #[tracing::instrument(skip_all, fields(project = %path))]
-async fn get_project(state: web::Data<AppState>, _auth: Auth<Viewer>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_project(
+    state: web::Data<AppState>,
+    _auth: Auth<Viewer>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let project = project_key(path.into_inner())?;
     Ok(HttpResponse::Ok().json(ProjectView::from(state.store.get_project(&project).await?)))
 }
@@ -117,7 +122,10 @@ async fn update_project(
     Body(body): Body<UpdateProject>,
 ) -> Result<HttpResponse, ApiError> {
     let project = project_key(path.into_inner())?;
-    let record = state.store.update_project(&auth.actor, &project, body.name.as_deref(), body.description.as_deref()).await?;
+    let record = state
+        .store
+        .update_project(&auth.actor, &project, body.name.as_deref(), body.description.as_deref())
+        .await?;
     Ok(HttpResponse::Ok().json(ProjectView::from(record)))
 }
 
@@ -125,7 +133,11 @@ async fn update_project(
 #[utoipa::path(tag = "projects", responses((status = 204), (status = 404, body = Problem)))]
 #[delete("/projects/{project}")]
 #[tracing::instrument(skip_all, fields(project = %path))]
-async fn delete_project(state: web::Data<AppState>, auth: Auth<Admin>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_project(
+    state: web::Data<AppState>,
+    auth: Auth<Admin>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let project = project_key(path.into_inner())?;
     state.store.delete_project(&auth.actor, &project).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -163,15 +175,21 @@ async fn create_environment(
     Body(body): Body<CreateEnvironment>,
 ) -> Result<HttpResponse, ApiError> {
     let project = project_key(path.into_inner())?;
-    let (environment, keys) = state.store.create_environment(&auth.actor, &project, &body.key, &body.name).await?;
-    Ok(HttpResponse::Created().json(EnvironmentCreated { environment: environment.into(), keys: keys.into() }))
+    let (environment, keys) =
+        state.store.create_environment(&auth.actor, &project, &body.key, &body.name).await?;
+    Ok(HttpResponse::Created()
+        .json(EnvironmentCreated { environment: environment.into(), keys: keys.into() }))
 }
 
 /// List a project's environments.
 #[utoipa::path(tag = "environments", responses((status = 200, body = Vec<EnvironmentView>)))]
 #[get("/projects/{project}/environments")]
 #[tracing::instrument(skip_all, fields(project = %path))]
-async fn list_environments(state: web::Data<AppState>, _auth: Auth<Viewer>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn list_environments(
+    state: web::Data<AppState>,
+    _auth: Auth<Viewer>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     let project = project_key(path.into_inner())?;
     let environments = state.store.list_environments(&project).await?;
     Ok(HttpResponse::Ok().json(environments.into_iter().map(EnvironmentView::from).collect::<Vec<_>>()))
@@ -227,7 +245,10 @@ async fn delete_environment(
     path: web::Path<(String, String)>,
 ) -> Result<HttpResponse, ApiError> {
     let (project, environment) = path.into_inner();
-    state.store.delete_environment(&auth.actor, &project_key(project)?, &environment_key(environment)?).await?;
+    state
+        .store
+        .delete_environment(&auth.actor, &project_key(project)?, &environment_key(environment)?)
+        .await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -235,7 +256,11 @@ async fn delete_environment(
 #[utoipa::path(tag = "environments", responses((status = 200, body = Vec<KeyView>)))]
 #[get("/projects/{project}/environments/{environment}/keys")]
 #[tracing::instrument(skip_all)]
-async fn list_keys(state: web::Data<AppState>, _auth: Auth<Viewer>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn list_keys(
+    state: web::Data<AppState>,
+    _auth: Auth<Viewer>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (project, environment) = path.into_inner();
     let keys = state.store.list_keys(&project_key(project)?, &environment_key(environment)?).await?;
     Ok(HttpResponse::Ok().json(keys.into_iter().map(KeyView::from).collect::<Vec<_>>()))
@@ -264,6 +289,9 @@ async fn rotate_keys(
     let options = options.unwrap_or_default();
     let seconds = options.overlap_seconds.unwrap_or(state.settings.api.key_rotation_overlap_seconds);
     let overlap = time::Duration::seconds(i64::try_from(seconds.min(365 * 86_400)).unwrap_or(0));
-    let keys = state.store.rotate_keys(&auth.actor, &project_key(project)?, &environment_key(environment)?, overlap).await?;
+    let keys = state
+        .store
+        .rotate_keys(&auth.actor, &project_key(project)?, &environment_key(environment)?, overlap)
+        .await?;
     Ok(HttpResponse::Ok().json(NewKeysView::from(keys)))
 }

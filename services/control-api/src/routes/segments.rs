@@ -10,11 +10,19 @@ use crate::views::SegmentView;
 
 /// Registers the routes.
 pub fn configure(config: &mut utoipa_actix_web::service_config::ServiceConfig) {
-    config.service(create_segment).service(list_segments).service(get_segment).service(update_segment).service(delete_segment);
+    config
+        .service(create_segment)
+        .service(list_segments)
+        .service(get_segment)
+        .service(update_segment)
+        .service(delete_segment);
 }
 
 fn keys(project: String, environment: String) -> Result<(ProjectKey, EnvironmentKey), ApiError> {
-    Ok((path_key("project", project, ProjectKey::parse)?, path_key("environment", environment, EnvironmentKey::parse)?))
+    Ok((
+        path_key("project", project, ProjectKey::parse)?,
+        path_key("environment", environment, EnvironmentKey::parse)?,
+    ))
 }
 
 /// Create a segment in an environment.
@@ -30,7 +38,8 @@ async fn create_segment(
 ) -> Result<HttpResponse, ApiError> {
     let (project, environment) = path.into_inner();
     let (project, environment) = keys(project, environment)?;
-    let record = state.store.create_segment(&auth.actor, &project, &environment, Segment::parse(spec)?).await?;
+    let record =
+        state.store.create_segment(&auth.actor, &project, &environment, Segment::parse(spec)?).await?;
     Ok(HttpResponse::Created().insert_header(etag(record.version)).json(SegmentView::from(record)))
 }
 
@@ -38,7 +47,11 @@ async fn create_segment(
 #[utoipa::path(tag = "segments", responses((status = 200, body = Vec<SegmentView>)))]
 #[get("/projects/{project}/environments/{environment}/segments")]
 #[tracing::instrument(skip_all)]
-async fn list_segments(state: web::Data<AppState>, _auth: Auth<Viewer>, path: web::Path<(String, String)>) -> Result<HttpResponse, ApiError> {
+async fn list_segments(
+    state: web::Data<AppState>,
+    _auth: Auth<Viewer>,
+    path: web::Path<(String, String)>,
+) -> Result<HttpResponse, ApiError> {
     let (project, environment) = path.into_inner();
     let (project, environment) = keys(project, environment)?;
     let segments = state.store.list_segments(&project, &environment).await?;
@@ -77,8 +90,10 @@ async fn update_segment(
     let (project, environment) = keys(project, environment)?;
     let segment = path_key("segment", segment, SegmentKey::parse)?;
     let expected = if_match(&req)?;
-    let record =
-        state.store.update_segment(&auth.actor, &project, &environment, &segment, Segment::parse(spec)?, expected).await?;
+    let record = state
+        .store
+        .update_segment(&auth.actor, &project, &environment, &segment, Segment::parse(spec)?, expected)
+        .await?;
     Ok(HttpResponse::Ok().insert_header(etag(record.version)).json(SegmentView::from(record)))
 }
 

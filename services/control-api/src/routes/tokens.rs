@@ -41,7 +41,11 @@ pub struct TokenCreated {
 #[utoipa::path(tag = "tokens", request_body = CreateToken, responses((status = 201, body = TokenCreated), (status = 422, body = Problem)))]
 #[post("/tokens")]
 #[tracing::instrument(skip_all)]
-async fn create_token(state: web::Data<AppState>, auth: Auth<GlobalAdmin>, Body(body): Body<CreateToken>) -> Result<HttpResponse, ApiError> {
+async fn create_token(
+    state: web::Data<AppState>,
+    auth: Auth<GlobalAdmin>,
+    Body(body): Body<CreateToken>,
+) -> Result<HttpResponse, ApiError> {
     if body.name.trim().is_empty() {
         return Err(vexil_model::ValidationErrors::single("name", "a token needs a name").into());
     }
@@ -65,7 +69,11 @@ async fn list_tokens(state: web::Data<AppState>, _auth: Auth<GlobalAdmin>) -> Re
 #[utoipa::path(tag = "tokens", responses((status = 200, body = TokenView), (status = 404, body = Problem)))]
 #[get("/tokens/{id}")]
 #[tracing::instrument(skip_all)]
-async fn get_token(state: web::Data<AppState>, _auth: Auth<GlobalAdmin>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn get_token(
+    state: web::Data<AppState>,
+    _auth: Auth<GlobalAdmin>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     Ok(HttpResponse::Ok().json(TokenView::from(state.store.get_token(&path.into_inner()).await?)))
 }
 
@@ -73,7 +81,11 @@ async fn get_token(state: web::Data<AppState>, _auth: Auth<GlobalAdmin>, path: w
 #[utoipa::path(tag = "tokens", responses((status = 204), (status = 404, body = Problem)))]
 #[delete("/tokens/{id}")]
 #[tracing::instrument(skip_all)]
-async fn delete_token(state: web::Data<AppState>, auth: Auth<GlobalAdmin>, path: web::Path<String>) -> Result<HttpResponse, ApiError> {
+async fn delete_token(
+    state: web::Data<AppState>,
+    auth: Auth<GlobalAdmin>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
     state.store.delete_token(&auth.actor, &path.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

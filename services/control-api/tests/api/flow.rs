@@ -46,7 +46,8 @@ async fn a_flag_is_created_configured_toggled_and_audited() {
     assert_eq!(toggled["rules"][0]["id"], "germany");
 
     let audit: Value = app.get("/api/v1/audit?flag=new-checkout").await.json().await.unwrap();
-    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> =
+        audit["items"].as_array().unwrap().iter().map(|r| r["action"].as_str().unwrap()).collect();
     assert_eq!(actions, ["flag.toggle", "flag.configure", "flag.create"]);
     let verify: Value = app.get("/api/v1/audit/verify").await.json().await.unwrap();
     assert_eq!(verify["ok"], true);
@@ -59,7 +60,12 @@ async fn the_openapi_document_and_its_ui_are_served_offline() {
     assert_eq!(doc.status(), 200);
     let doc: Value = doc.json().await.unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
-    for path in ["/api/v1/projects", "/api/v1/projects/{project}/flags/{flag}/environments/{environment}", "/api/v1/audit/verify", "/api/v1/tokens"] {
+    for path in [
+        "/api/v1/projects",
+        "/api/v1/projects/{project}/flags/{flag}/environments/{environment}",
+        "/api/v1/audit/verify",
+        "/api/v1/tokens",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from the document");
     }
     assert!(doc["components"]["schemas"].get("FlagConfigSpec").is_some());
@@ -70,7 +76,7 @@ async fn the_openapi_document_and_its_ui_are_served_offline() {
     assert_eq!(health.status(), 200);
     let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
     assert_eq!(ready.status(), 200);
-    let metrics = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    let metrics =
+        app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains("vexil_http_responses_total"), "{metrics}");
 }
-

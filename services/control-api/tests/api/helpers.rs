@@ -49,7 +49,13 @@ pub async fn spawn_app_with_bus(bus: Bus) -> TestApp {
 
 impl TestApp {
     /// Sends `method path` with an optional JSON body and token.
-    pub async fn request(&self, method: Method, path: &str, token: Option<&str>, body: Option<&Value>) -> Response {
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Response {
         let mut request = self.client.request(method, format!("{}{path}", self.address));
         if let Some(token) = token {
             request = request.bearer_auth(token);
@@ -82,12 +88,16 @@ impl TestApp {
 
     /// Creates project `shop` and a boolean flag `checkout`; returns the production keys' JSON.
     pub async fn with_flag(&self) -> Value {
-        let created = self.post("/api/v1/projects", &serde_json::json!({"key": "shop", "name": "Shop"})).await;
+        let created =
+            self.post("/api/v1/projects", &serde_json::json!({"key": "shop", "name": "Shop"})).await;
         assert_eq!(created.status(), 201);
         let body: Value = created.json().await.unwrap();
         let flag = self
-            .post("/api/v1/projects/shop/flags", &serde_json::json!({"key": "checkout", "kind": "boolean",
-                "variations": [{"value": true, "name": "on"}, {"value": false, "name": "off"}]}))
+            .post(
+                "/api/v1/projects/shop/flags",
+                &serde_json::json!({"key": "checkout", "kind": "boolean",
+                "variations": [{"value": true, "name": "on"}, {"value": false, "name": "off"}]}),
+            )
             .await;
         assert_eq!(flag.status(), 201);
         body

@@ -2,10 +2,10 @@
 
 mod helpers;
 
-mod flow;
 mod auth;
-mod relay;
-mod validation;
 mod concurrency;
-mod resources;
 mod config_checks;
+mod flow;
+mod relay;
+mod resources;
+mod validation;
