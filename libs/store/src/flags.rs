@@ -89,6 +89,20 @@ async fn config_row(tx: &mut Tx, flag_id: i64, env: &EnvRow, flag: &FlagKey) -> 
     })
 }
 
+/// [`flag_row`], share-locked until the transaction ends (PostgreSQL; SQLite has one writer anyway).
+async fn flag_row_for_share(tx: &mut Tx, project: &ProjectRow, key: &FlagKey) -> Result<FlagRow> {
+    const SQL: (&str, &str) = (
+        "select id, spec, version, created_at, updated_at from flags where project_id = $1 and key = $2 for share",
+        "select id, spec, version, created_at, updated_at from flags where project_id = $1 and key = $2",
+    );
+    let row: Option<FlagRow> = on!(tx, |c, d| sqlx::query_as(d.pick(SQL.0, SQL.1))
+        .bind(project.id)
+        .bind(key.as_str())
+        .fetch_optional(c)
+        .await?);
+    row.ok_or_else(|| StoreError::NotFound { resource: "flag", key: format!("{}/{key}", project.key) })
+}
+
 /// [`config_row`], locked until the transaction ends (PostgreSQL; SQLite has one writer anyway).
 async fn config_row_for_update(tx: &mut Tx, flag_id: i64, env: &EnvRow, flag: &FlagKey) -> Result<ConfigRow> {
     const SQL: (&str, &str) = (
@@ -407,7 +421,9 @@ impl Store {
         let mut tx = self.begin().await?;
         let project_row = write::project(&mut tx, project).await?;
         let env = write::environment(&mut tx, &project_row, environment).await?;
-        let flag_row = flag_row(&mut tx, &project_row, flag).await?;
+        // Share-locked: the configuration is validated against this definition, so the definition must
+        // not change (`update_flag`, `delete_flag`) until this write commits.
+        let flag_row = flag_row_for_share(&mut tx, &project_row, flag).await?;
         let flag_id = flag_row.id;
         let flag_record = flag_row.record()?;
         // Locked: a write without `If-Match` applies to whatever is current when it gets its turn,
