@@ -1,8 +1,10 @@
-//! HTTP plumbing shared by Vexil's services: the problem+json error table ([`error`]), SDK-key
+//! HTTP plumbing shared by Vexil's services: the problem+json error table ([`error`]), JSON bodies
+//! that name the offending field ([`json`]), SDK-key
 //! authentication for the data plane ([`SdkKey`]) and CORS for browser clients ([`cors`]).
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod json;
 
 use std::future::{Ready, ready};
 use std::sync::Arc;

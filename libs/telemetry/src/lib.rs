@@ -58,6 +58,23 @@ impl Gauge {
     }
 }
 
+/// Responses counted by status class (`2xx` … `5xx`), one labelled counter each.
+#[derive(Debug, Clone)]
+pub struct ResponseCounters([Arc<Counter>; 4]);
+
+impl ResponseCounters {
+    /// Counts one response with this HTTP status.
+    pub fn count(&self, status: u16) {
+        let class = match status {
+            200..=299 => 0,
+            300..=399 => 1,
+            400..=499 => 2,
+            _ => 3,
+        };
+        self.0[class].inc();
+    }
+}
+
 enum Metric {
     Counter(Arc<Counter>),
     Gauge(Arc<Gauge>),
@@ -82,6 +99,14 @@ impl Registry {
         let gauge = Arc::new(Gauge::default());
         self.push(name, help, Metric::Gauge(gauge.clone()));
         gauge
+    }
+
+    /// Registers `name{class="2xx"}` … `name{class="5xx"}` for counting responses by status class.
+    pub fn responses(&self, name: &str, help: &str) -> ResponseCounters {
+        ResponseCounters(
+            ["2xx", "3xx", "4xx", "5xx"]
+                .map(|class| self.counter(&format!("{name}{{class=\"{class}\"}}"), help)),
+        )
     }
 
     fn push(&self, name: &str, help: &str, metric: Metric) {
@@ -121,11 +146,11 @@ mod tests {
     #[test]
     fn metrics_render_in_the_prometheus_text_format() {
         let registry = Registry::default();
-        let ok = registry.counter("http_requests_total{class=\"2xx\"}", "Requests answered.");
-        let bad = registry.counter("http_requests_total{class=\"4xx\"}", "Requests answered.");
+        let responses = registry.responses("http_requests_total", "Requests answered.");
         let pending = registry.gauge("relay_unsent_changes", "Changes waiting for the bus.");
-        ok.add(3);
-        bad.inc();
+        for status in [200, 204, 201, 404] {
+            responses.count(status);
+        }
         pending.set(7);
         let text = registry.render();
         assert_eq!(text.matches("# TYPE http_requests_total counter").count(), 1, "{text}");

@@ -104,33 +104,7 @@ fn read_body(
 
 /// Parses JSON into `T`, naming the offending field by path on failure.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        let message = inner.to_string();
-        // serde_json appends " at line L column C"; the field path says more.
-        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-        // serde reports a missing field at the object that lacks it; the field itself says more.
-        let missing = message.strip_prefix("missing field `").and_then(|rest| rest.strip_suffix('`'));
-        if inner.is_syntax() || inner.is_eof() {
-            ApiError::new(ErrorCode::InvalidBody, format!("the body is not valid JSON: {message}"))
-        } else if let Some(missing) = missing {
-            let field = if path == "." { missing.to_owned() } else { format!("{path}.{missing}") };
-            ApiError::field(ErrorCode::InvalidBody, field, message)
-        } else if path == "." {
-            ApiError::new(
-                ErrorCode::InvalidBody,
-                format!("the body does not have the expected shape: {message}"),
-            )
-        } else {
-            ApiError::field(ErrorCode::InvalidBody, path, message)
-        }
-    })?;
-    deserializer.end().map_err(|e| {
-        ApiError::new(ErrorCode::InvalidBody, format!("unexpected data after the JSON value: {e}"))
-    })?;
-    Ok(value)
+    Ok(vexil_http::json::parse(bytes)?)
 }
 
 /// A query string of type `T`. Rejects an unknown or malformed parameter (400), naming it.

@@ -127,7 +127,7 @@ pub async fn observe(
     let mut response = next.call(req).await?;
     let status = response.status().as_u16();
     if let Some(metrics) = metrics {
-        metrics.count_response(status);
+        metrics.responses.count(status);
     }
     tracing::info!(request_id = %id, %method, %path, status, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request");
     if let Ok(value) = HeaderValue::from_str(&id) {

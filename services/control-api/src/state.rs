@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use vexil_config::Settings;
 use vexil_store::Store;
-use vexil_telemetry::{Counter, Gauge, Registry};
+use vexil_telemetry::{Counter, Gauge, Registry, ResponseCounters};
 
 /// Shared by every handler and background task of one process.
 pub struct AppState {
@@ -21,7 +21,7 @@ pub struct Metrics {
     /// The registry they render from.
     pub registry: Registry,
     /// Responses by status class.
-    pub responses: [Arc<Counter>; 4],
+    pub responses: ResponseCounters,
     /// Change events published to the bus.
     pub relay_published: Arc<Counter>,
     /// Failed publish attempts (bus down).
@@ -34,12 +34,7 @@ impl Metrics {
     /// Registers the control plane's metrics.
     pub fn new() -> Metrics {
         let registry = Registry::default();
-        let responses = ["2xx", "3xx", "4xx", "5xx"].map(|class| {
-            registry.counter(
-                &format!("vexil_http_responses_total{{class=\"{class}\"}}"),
-                "HTTP responses by status class.",
-            )
-        });
+        let responses = registry.responses("vexil_http_responses_total", "HTTP responses by status class.");
         Metrics {
             responses,
             relay_published: registry
@@ -50,17 +45,6 @@ impl Metrics {
                 .gauge("vexil_relay_unsent_events", "Change events waiting in the database for the bus."),
             registry,
         }
-    }
-
-    /// Counts a response by its status.
-    pub fn count_response(&self, status: u16) {
-        let class = match status {
-            200..=299 => 0,
-            300..=399 => 1,
-            400..=499 => 2,
-            _ => 3,
-        };
-        self.responses[class].inc();
     }
 }
 

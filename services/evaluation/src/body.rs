@@ -5,6 +5,7 @@ use actix_web::{HttpRequest, web};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use vexil_http::error::{ApiError, ErrorCode};
+use vexil_http::json::JsonError;
 
 /// Why a body could not be read or parsed, before it is shaped into a problem or an OFREP error.
 #[derive(Debug)]
@@ -36,14 +37,8 @@ impl From<BodyError> for ApiError {
             BodyError::Unreadable(message) => {
                 ApiError::new(ErrorCode::InvalidBody, format!("could not read the body: {message}"))
             }
-            BodyError::Syntax(message) => {
-                ApiError::new(ErrorCode::InvalidBody, format!("the body is not valid JSON: {message}"))
-            }
-            BodyError::Shape { field, message } if field == "." => ApiError::new(
-                ErrorCode::InvalidBody,
-                format!("the body does not have the expected shape: {message}"),
-            ),
-            BodyError::Shape { field, message } => ApiError::field(ErrorCode::InvalidBody, field, message),
+            BodyError::Syntax(message) => JsonError::Syntax(message).into(),
+            BodyError::Shape { field, message } => JsonError::Shape { field, message }.into(),
         }
     }
 }
@@ -76,27 +71,10 @@ pub async fn read_limited(
 /// Parses JSON into `T`, naming the offending field by its path on failure. An empty body reads as `{}`.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, BodyError> {
     let bytes = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}".as_slice() } else { bytes };
-    let mut deserializer = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-        let path = error.path().to_string();
-        let inner = error.into_inner();
-        let message = inner.to_string();
-        // serde_json appends " at line L column C"; the field path says more.
-        let message = message.split(" at line ").next().unwrap_or(&message).to_owned();
-        if inner.is_syntax() || inner.is_eof() {
-            return BodyError::Syntax(message);
-        }
-        // serde reports a missing field at the object that lacks it; the field itself says more.
-        match message.strip_prefix("missing field `").and_then(|rest| rest.strip_suffix('`')) {
-            Some(missing) if path == "." => BodyError::Shape { field: missing.to_owned(), message },
-            Some(missing) => BodyError::Shape { field: format!("{path}.{missing}"), message },
-            None => BodyError::Shape { field: path, message },
-        }
-    })?;
-    deserializer
-        .end()
-        .map_err(|error| BodyError::Syntax(format!("unexpected data after the JSON value: {error}")))?;
-    Ok(value)
+    vexil_http::json::parse(bytes).map_err(|error| match error {
+        JsonError::Syntax(message) => BodyError::Syntax(message),
+        JsonError::Shape { field, message } => BodyError::Shape { field, message },
+    })
 }
 
 /// Refuses (415) a body declared as something other than JSON. No `Content-Type` at all is let through:

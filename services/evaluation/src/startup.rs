@@ -139,7 +139,7 @@ pub async fn observe(
     let response = next.call(req).await?;
     let status = response.status().as_u16();
     if let Some(metrics) = metrics {
-        metrics.count_response(status);
+        metrics.responses.count(status);
     }
     tracing::debug!(%method, %path, status, elapsed_ms = started.elapsed().as_secs_f64() * 1e3, "request");
     Ok(response)

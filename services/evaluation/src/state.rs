@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use actix_web::web;
 use vexil_bus::Bus;
 use vexil_config::Settings;
-use vexil_telemetry::{Counter, Gauge, Registry};
+use vexil_telemetry::{Counter, Gauge, Registry, ResponseCounters};
 
 use crate::events::EventSink;
 use crate::rate_limit::RateLimiter;
@@ -52,7 +52,7 @@ pub struct Metrics {
     /// The registry they render from.
     pub registry: Registry,
     /// Responses by status class.
-    pub responses: [Arc<Counter>; 4],
+    pub responses: ResponseCounters,
     /// Flags evaluated (every flag of a bulk request counts).
     pub evaluations: Arc<Counter>,
     /// Requests refused by the per-key rate limit.
@@ -73,12 +73,10 @@ impl Metrics {
     /// Registers the evaluation service's metrics.
     pub fn new() -> Metrics {
         let registry = Registry::default();
-        let responses = ["2xx", "3xx", "4xx", "5xx"].map(|class| {
-            registry.counter(
-                &format!("vexil_evaluation_http_responses_total{{class=\"{class}\"}}"),
-                "HTTP responses of the evaluation service by status class.",
-            )
-        });
+        let responses = registry.responses(
+            "vexil_evaluation_http_responses_total",
+            "HTTP responses of the evaluation service by status class.",
+        );
         Metrics {
             responses,
             evaluations: registry.counter("vexil_evaluation_flags_evaluated_total", "Flags evaluated."),
@@ -99,17 +97,6 @@ impl Metrics {
             environments: registry.gauge("vexil_evaluation_environments", "Environments in the flag cache."),
             registry,
         }
-    }
-
-    /// Counts a response by its status.
-    pub fn count_response(&self, status: u16) {
-        let class = match status {
-            200..=299 => 0,
-            300..=399 => 1,
-            400..=499 => 2,
-            _ => 3,
-        };
-        self.responses[class].inc();
     }
 }
 
