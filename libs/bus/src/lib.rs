@@ -37,8 +37,11 @@
 //! Commands time out after 2 s (connection attempts too), so `publish`, `snapshot` and `ping` fail fast
 //! while Redis is down. Connections reconnect with exponential backoff (100 ms doubling to 5 s) for
 //! ever. Each [`Subscription`] owns a subscriber connection and re-subscribes its channels after every
-//! reconnect; events published while it was disconnected are lost to it (pub/sub keeps nothing), which
-//! the subscriber notices as a revision gap.
+//! reconnect; events published while it was disconnected are lost to it (pub/sub keeps nothing). A
+//! subscriber notices them as a revision gap at the next event, and
+//! [`Subscription::next_delivery`] tells it the moment the subscription is back
+//! ([`Delivery::Resubscribed`]) so that it can compare its revisions with the registry at once instead
+//! of waiting for the next event or its periodic check.
 
 #![deny(missing_docs)]
 
@@ -183,15 +186,39 @@ enum SubscriptionInner {
     InProcess(InProcessSubscription),
 }
 
+/// What a [`Subscription`] delivers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// A change event.
+    Change(ChangeEvent),
+    /// The subscription was re-established after a lost connection (Redis restarted, a cluster node
+    /// failed over). Events published while it was down were not delivered and never will be: the
+    /// subscriber should compare its revisions with [`Bus::environments`] now.
+    Resubscribed,
+}
+
 impl Subscription {
-    /// The next change event. Waits across Redis outages; `None` only once the bus is shut down (every
-    /// in-process [`Bus`] dropped, or the Redis client closed).
+    /// The next change event, skipping [`Delivery::Resubscribed`] notices. Waits across Redis outages;
+    /// `None` only once the bus is shut down (every in-process [`Bus`] dropped, or the Redis client
+    /// closed).
     ///
     /// Cancel-safe: dropping the future loses no event.
     pub async fn next(&mut self) -> Option<ChangeEvent> {
+        loop {
+            match self.next_delivery().await? {
+                Delivery::Change(event) => return Some(event),
+                Delivery::Resubscribed => {}
+            }
+        }
+    }
+
+    /// The next change event or re-subscription notice; `None` as for [`next`](Self::next).
+    ///
+    /// Cancel-safe: dropping the future loses nothing.
+    pub async fn next_delivery(&mut self) -> Option<Delivery> {
         match &mut self.inner {
             SubscriptionInner::Redis(subscription) => subscription.next().await,
-            SubscriptionInner::InProcess(subscription) => subscription.next().await,
+            SubscriptionInner::InProcess(subscription) => subscription.next().await.map(Delivery::Change),
         }
     }
 

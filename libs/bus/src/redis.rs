@@ -10,9 +10,11 @@ use fred::types::config::UnresponsiveConfig;
 use fred::util::group_by_hash_slot;
 use prost::Message as _;
 use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vexil_proto::{ChangeEvent, EnvironmentSnapshot};
 
+use crate::Delivery;
 use crate::error::{BusError, Result};
 use crate::keys;
 
@@ -234,15 +236,22 @@ impl RedisBus {
         client.init().await.map_err(BusError::redis("connect subscriber"))?;
         // Taken before the first SSUBSCRIBE so that no message can slip past.
         let messages = client.message_rx();
-        let resubscriber = tokio::spawn(resubscribe_after_reconnects(client.clone(), client.reconnect_rx()));
-        let mut subscription = RedisSubscription { client, messages, resubscriber };
+        let (resubscribed_tx, resubscribed) = watch::channel(0);
+        let resubscriber = tokio::spawn(resubscribe_after_reconnects(
+            client.clone(),
+            client.reconnect_rx(),
+            resubscribed_tx,
+        ));
+        let mut subscription =
+            RedisSubscription { client, messages, resubscribed: Some(resubscribed), resubscriber };
         subscription.add(environment_ids).await?;
         Ok(subscription)
     }
 }
 
 /// Re-issues `SSUBSCRIBE` for every tracked channel after each reconnect, retrying with backoff until it
-/// succeeds (a restarted node may answer `LOADING`, a cluster `CLUSTERDOWN`, for a while).
+/// succeeds (a restarted node may answer `LOADING`, a cluster `CLUSTERDOWN`, for a while), and counts
+/// each success on `resubscribed`.
 ///
 /// fred's own `SubscriberClient::manage_subscriptions` is not used. In fred 10.1 its `resubscribe_all`
 /// first sends `SUBSCRIBE` and `PSUBSCRIBE` even when only sharded channels are tracked; on a fresh
@@ -250,7 +259,11 @@ impl RedisBus {
 /// `resubscribe_all` returns early, so channels in every other hash slot stay unsubscribed (seen in
 /// `tests/bus/redis.rs`' restart test with two environments). It also never retries a failed attempt
 /// and stops for good if it lags behind the reconnect notifications.
-async fn resubscribe_after_reconnects(client: SubscriberClient, mut reconnects: broadcast::Receiver<Server>) {
+async fn resubscribe_after_reconnects(
+    client: SubscriberClient,
+    mut reconnects: broadcast::Receiver<Server>,
+    resubscribed: watch::Sender<u64>,
+) {
     loop {
         match reconnects.recv().await {
             Ok(_) | Err(RecvError::Lagged(_)) => {}
@@ -267,6 +280,7 @@ async fn resubscribe_after_reconnects(client: SubscriberClient, mut reconnects: 
             delay = (delay * 2).min(RESUBSCRIBE_MAX_DELAY);
         }
         tracing::info!(channels = client.tracked_shard_channels().len(), "re-subscribed to change events");
+        resubscribed.send_modify(|count| *count += 1);
     }
 }
 
@@ -290,20 +304,37 @@ async fn ssubscribe_by_slot(
 pub(crate) struct RedisSubscription {
     client: SubscriberClient,
     messages: broadcast::Receiver<fred::types::Message>,
+    /// Changes after each completed re-subscription; `None` once the re-subscriber has ended.
+    resubscribed: Option<watch::Receiver<u64>>,
     resubscriber: JoinHandle<()>,
 }
 
 impl RedisSubscription {
-    pub(crate) async fn next(&mut self) -> Option<ChangeEvent> {
+    pub(crate) async fn next(&mut self) -> Option<Delivery> {
         loop {
-            match self.messages.recv().await {
+            let received = match self.resubscribed.as_mut() {
+                Some(resubscribed) => tokio::select! {
+                    // Messages first: those received before the notice were sent before it.
+                    biased;
+                    received = self.messages.recv() => received,
+                    changed = resubscribed.changed() => {
+                        match changed {
+                            Ok(()) => return Some(Delivery::Resubscribed),
+                            Err(_) => self.resubscribed = None,
+                        }
+                        continue;
+                    }
+                },
+                None => self.messages.recv().await,
+            };
+            match received {
                 Ok(message) => {
                     let Some(bytes) = message.value.as_bytes() else {
                         tracing::warn!(channel = %message.channel, "ignoring a non-binary message on the change channel");
                         continue;
                     };
                     match ChangeEvent::decode(bytes) {
-                        Ok(event) => return Some(event),
+                        Ok(event) => return Some(Delivery::Change(event)),
                         Err(error) => {
                             tracing::warn!(channel = %message.channel, error = %error, "ignoring an undecodable change event");
                         }

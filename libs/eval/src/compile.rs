@@ -188,6 +188,21 @@ impl CompiledSnapshot {
         }
     }
 
+    /// The flags `select` picks and every flag they reach through prerequisites, transitively, in
+    /// snapshot order: what a client narrowed to those flags (`?prefix=`) needs in order to evaluate
+    /// them. Without the prerequisites it could not compile what it was sent.
+    pub fn selected_with_prerequisites(&self, select: impl Fn(&CompiledFlag) -> bool) -> Vec<&CompiledFlag> {
+        let mut included = vec![false; self.flags.len()];
+        let mut pending: Vec<usize> = (0..self.flags.len()).filter(|&i| select(&self.flags[i])).collect();
+        while let Some(index) = pending.pop() {
+            if std::mem::replace(&mut included[index], true) {
+                continue;
+            }
+            pending.extend(self.flags[index].prerequisites.iter().map(|&(prerequisite, _)| prerequisite));
+        }
+        self.flags.iter().zip(included).filter_map(|(flag, included)| included.then_some(flag)).collect()
+    }
+
     pub(crate) fn flag_at(&self, index: usize) -> &CompiledFlag {
         &self.flags[index]
     }

@@ -384,3 +384,32 @@ fn a_compiled_snapshot_gives_back_its_source() {
     assert_eq!(compiled.to_snapshot(), source);
     assert_eq!(compiled.revision(), 9);
 }
+
+#[test]
+fn a_selection_brings_the_prerequisites_it_reaches_and_nothing_else() {
+    let requires =
+        |key: &str| json!({"fallthrough": {"variation": 0}, "prerequisites": [{"key": key, "variation": 0}]});
+    let compiled = snapshot(
+        json!([
+            boolean("a-parent", json!({"fallthrough": {"variation": 0}})),
+            boolean("beta-checkout", requires("gate")),
+            boolean("gate", requires("a-parent")),
+            boolean("other", requires("gate")),
+            boolean("beta-plain", json!({"fallthrough": {"variation": 0}}))
+        ]),
+        json!([]),
+    );
+    let keys = |selected: Vec<&crate::CompiledFlag>| -> Vec<String> {
+        selected.into_iter().map(|flag| flag.key().to_string()).collect()
+    };
+    assert_eq!(
+        keys(compiled.selected_with_prerequisites(|flag| flag.key().as_str().starts_with("beta"))),
+        ["a-parent", "beta-checkout", "gate", "beta-plain"],
+        "in snapshot order, with the prerequisites of prerequisites"
+    );
+    assert_eq!(
+        keys(compiled.selected_with_prerequisites(|flag| flag.key().as_str() == "beta-plain")),
+        ["beta-plain"]
+    );
+    assert!(compiled.selected_with_prerequisites(|_| false).is_empty());
+}

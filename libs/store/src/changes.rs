@@ -127,6 +127,17 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes delivered change-log rows sent before `before`; returns how many. Nothing reads a
+    /// delivered row again (replicas re-sync from snapshots, never from the log), so without pruning the
+    /// table would only grow. Unsent rows are never deleted, however old.
+    pub async fn prune_sent_changes(&self, before: OffsetDateTime) -> Result<u64> {
+        const SQL: &str = "delete from change_log where sent_at is not null and sent_at < $1";
+        let mut tx = self.begin().await?;
+        let deleted = on!(&mut tx, |c, d| sqlx::query(SQL).bind(before).execute(c).await?.rows_affected());
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
     /// Unsent events, in total (for metrics and tests).
     pub async fn unsent_count(&self) -> Result<u64> {
         const SQL: &str = "select count(*) from change_log where sent_at is null";

@@ -4,7 +4,7 @@ use serde_json::json;
 use sqlx::FromRow;
 use sqlx::types::Json;
 use time::OffsetDateTime;
-use vexil_model::ProjectKey;
+use vexil_model::{ProjectKey, ValidationErrors};
 
 use crate::Store;
 use crate::db::on;
@@ -78,6 +78,19 @@ impl Store {
                            returning id, name, role, projects, secret_sha256, created_at, created_by";
         let at = now();
         let mut tx = self.begin().await?;
+        // A scope naming a project that does not exist is a typo that would leave the token useless.
+        for (index, project) in token.projects.iter().flatten().enumerate() {
+            match write::project(&mut tx, project).await {
+                Ok(_) => {}
+                Err(StoreError::NotFound { .. }) => {
+                    return Err(StoreError::Invalid(ValidationErrors::single(
+                        format!("projects[{index}]"),
+                        format!("no project with key {project}"),
+                    )));
+                }
+                Err(error) => return Err(error),
+            }
+        }
         let row: TokenRow = on!(&mut tx, |c, d| sqlx::query_as(SQL)
             .bind(&secret.id)
             .bind(&token.name)

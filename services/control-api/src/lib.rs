@@ -7,10 +7,12 @@
 pub mod bootstrap;
 pub mod error;
 pub mod extract;
+pub mod fallback;
 pub mod relay;
 pub mod routes;
 pub mod startup;
 pub mod state;
 pub mod views;
 
-pub use startup::{Application, configure_app, not_found, openapi};
+pub use fallback::not_found;
+pub use startup::{Application, configure_app, openapi};

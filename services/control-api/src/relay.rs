@@ -2,6 +2,7 @@
 //! marks them sent. One relay is active across control-plane replicas (a PostgreSQL advisory lock);
 //! the others wait to take over. It wakes on LISTEN/NOTIFY and polls as a fallback. When the bus is
 //! down, rows stay unsent and are retried with backoff: a bus outage delays delivery, never loses it.
+//! Delivered rows are deleted after a week (hourly, by the active relay).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,6 +19,10 @@ const POLL: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Environments handled per pass.
 const BATCH: i64 = 64;
+/// Delivered change-log rows are kept this long (for looking into what was sent), then deleted.
+const SENT_RETENTION: time::Duration = time::Duration::days(7);
+/// How often the active relay prunes delivered rows.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Runs until `shutdown` turns true.
 pub async fn run(store: Store, bus: Bus, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
@@ -51,10 +56,18 @@ async fn relay_while_held(
 ) {
     let mut waker = store.change_waker().await;
     let mut backoff = Duration::from_millis(100);
+    let mut next_prune = tokio::time::Instant::now();
     while !*shutdown.borrow() {
         if !lease.is_held().await {
             tracing::warn!("relay lease lost; stepping down");
             return;
+        }
+        if tokio::time::Instant::now() >= next_prune {
+            next_prune += PRUNE_EVERY;
+            match store.prune_sent_changes(time::OffsetDateTime::now_utc() - SENT_RETENTION).await {
+                Ok(deleted) => tracing::debug!(deleted, "pruned delivered change-log rows"),
+                Err(error) => tracing::warn!(error = %error, "cannot prune delivered change-log rows"),
+            }
         }
         match relay_once(store, bus, metrics).await {
             Ok(0) => {

@@ -84,6 +84,8 @@ pub fn configure_app(
     let json = Arc::new(openapi.to_json().unwrap_or_default());
     config
         .app_data(state)
+        // For the default service (`fallback::not_found`): 405 on a documented path, else 404.
+        .app_data(web::Data::new(crate::fallback::RouteTable::from_openapi(&openapi)))
         .app_data(web::QueryConfig::default().error_handler(|error, _| {
             ApiError::new(ErrorCode::InvalidParameter, format!("invalid query: {error}")).into()
         }))
@@ -102,11 +104,6 @@ pub fn configure_app(
         )
         .route("/api/docs", web::get().to(|| async { HttpResponse::Found().insert_header(("Location", "/api/docs/")).finish() }))
         .service(SwaggerUi::new("/api/docs/{_:.*}").url("/api/v1/openapi.json", (*openapi).clone()));
-}
-
-/// A problem+json 404 for anything no route matches.
-pub async fn not_found() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(ErrorCode::NotFound, "no such route; the API is described at /api/v1/openapi.json"))
 }
 
 /// Request id, access log and response metrics around every request (`middleware::from_fn`).
@@ -169,7 +166,7 @@ impl Application {
                 .service(api_scope())
                 .split_for_parts();
             // Outermost last: `observe` assigns the request id that `authenticate` and the audit log use.
-            app.default_service(web::to(not_found))
+            app.default_service(web::to(crate::fallback::not_found))
                 .wrap(from_fn(crate::extract::authenticate))
                 .wrap(from_fn(observe))
         })

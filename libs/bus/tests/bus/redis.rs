@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use fred::prelude::*;
 use fred::util::redis_keyslot;
-use vexil_bus::{Bus, BusError};
+use vexil_bus::{Bus, BusError, Delivery};
 use vexil_testkit::{RedisCluster, RedisServer, eventually};
 
 use crate::behaviour::{self, event, next_event, publish_batch};
@@ -94,6 +94,27 @@ async fn a_subscription_keeps_delivering_after_redis_restarts() {
     assert_eq!(next_event(&mut subscription).await, event(3, 3));
     assert_eq!(next_event(&mut subscription).await, event(4, 1));
     assert_eq!(bus.environments().await.unwrap(), vec![(3, 3), (4, 1)]);
+}
+
+#[tokio::test]
+async fn a_subscription_announces_that_it_is_back_once_it_has_re_subscribed() {
+    let mut server = RedisServer::start();
+    let bus = Bus::connect(&server.url()).await.unwrap();
+    let mut subscription = bus.subscribe(&[5, 6]).await.unwrap();
+
+    server.start_again();
+
+    let delivery = tokio::time::timeout(RECOVERY_DEADLINE, subscription.next_delivery()).await;
+    assert_eq!(delivery.expect("a notice after the restart"), Some(Delivery::Resubscribed));
+    // The notice comes after the channels are subscribed again, not merely after the reconnect.
+    let observer = observer(&server.url()).await;
+    assert_eq!(shard_subscribers(&observer, "vexil:{env:5}:changes").await, 1);
+    assert_eq!(shard_subscribers(&observer, "vexil:{env:6}:changes").await, 1);
+
+    assert!(eventually(RECOVERY_DEADLINE, || async { bus.ping().await.is_ok() }).await);
+    publish_batch(&bus, 6, 1, 1).await;
+    let delivery = tokio::time::timeout(RECOVERY_DEADLINE, subscription.next_delivery()).await;
+    assert_eq!(delivery.expect("the event"), Some(Delivery::Change(event(6, 1))));
 }
 
 #[tokio::test]

@@ -5,7 +5,11 @@ use vexil_store::Store;
 use crate::conformance;
 use crate::helpers::*;
 
-conformance!(changes_wait_in_revision_order_until_marked_sent, the_relay_snapshot_is_the_environment_now);
+conformance!(
+    changes_wait_in_revision_order_until_marked_sent,
+    the_relay_snapshot_is_the_environment_now,
+    pruning_deletes_only_delivered_changes_sent_before_the_cutoff
+);
 
 async fn changes_wait_in_revision_order_until_marked_sent(store: Store) {
     with_flag(&store).await;
@@ -45,4 +49,24 @@ async fn the_relay_snapshot_is_the_environment_now(store: Store) {
     vexil_eval::compile(snapshot).expect("what the relay publishes always compiles");
     let direct = store.environment_snapshot(production.environment_id).await.unwrap();
     assert_eq!(direct.snapshot_json, production.snapshot.snapshot_json);
+}
+
+async fn pruning_deletes_only_delivered_changes_sent_before_the_cutoff(store: Store) {
+    with_flag(&store).await;
+    store.toggle_flag(&actor(), &project(), &flag_key("checkout"), &env("production"), true).await.unwrap();
+    let pending = store.pending_changes(100).await.unwrap();
+    let production = pending.iter().find(|p| p.snapshot.environment == "production").unwrap();
+    let unsent_before = store.unsent_count().await.unwrap();
+    store.mark_sent(production.environment_id, 3).await.unwrap();
+    let unsent = store.unsent_count().await.unwrap();
+    assert_eq!(unsent, unsent_before - 3);
+
+    let an_hour_ago = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+    assert_eq!(store.prune_sent_changes(an_hour_ago).await.unwrap(), 0, "sent just now: kept");
+    let in_an_hour = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+    assert_eq!(store.prune_sent_changes(in_an_hour).await.unwrap(), 3, "the three delivered rows");
+    assert_eq!(store.unsent_count().await.unwrap(), unsent, "unsent rows are never pruned");
+    let again = store.pending_changes(100).await.unwrap();
+    let production = again.iter().find(|p| p.snapshot.environment == "production").unwrap();
+    assert_eq!(production.events.first().map(|e| e.revision), Some(4));
 }

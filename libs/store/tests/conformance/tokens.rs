@@ -1,12 +1,17 @@
 use vexil_model::ProjectKey;
-use vexil_store::{NewToken, Role, Store};
+use vexil_store::{NewToken, Role, Store, StoreError};
 
 use crate::conformance;
 use crate::helpers::*;
 
-conformance!(a_token_authenticates_only_with_its_secret, the_bootstrap_token_is_idempotent);
+conformance!(
+    a_token_authenticates_only_with_its_secret,
+    the_bootstrap_token_is_idempotent,
+    a_token_cannot_be_scoped_to_a_project_that_does_not_exist
+);
 
 async fn a_token_authenticates_only_with_its_secret(store: Store) {
+    store.create_project(&actor(), &ProjectKey::parse("shop").unwrap(), "Shop", "").await.unwrap();
     let token = NewToken {
         name: "ci".into(),
         role: Role::Editor,
@@ -34,4 +39,19 @@ async fn the_bootstrap_token_is_idempotent(store: Store) {
     assert_eq!(store.list_tokens().await.unwrap().len(), 1);
     assert!(store.authenticate("my-chosen-bootstrap-secret").await.unwrap().is_some());
     assert!(store.authenticate("my-chosen-bootstrap-secreT").await.unwrap().is_none());
+}
+
+async fn a_token_cannot_be_scoped_to_a_project_that_does_not_exist(store: Store) {
+    store.create_project(&actor(), &ProjectKey::parse("shop").unwrap(), "Shop", "").await.unwrap();
+    let token = NewToken {
+        name: "typo".into(),
+        role: Role::Viewer,
+        projects: Some(vec![ProjectKey::parse("shop").unwrap(), ProjectKey::parse("shpo").unwrap()]),
+    };
+
+    match store.create_token(&actor(), token).await {
+        Err(StoreError::Invalid(errors)) => assert!(errors.has_field("projects[1]"), "{errors:?}"),
+        other => panic!("expected a validation error, got {other:?}"),
+    }
+    assert!(store.list_tokens().await.unwrap().iter().all(|token| token.name != "typo"), "nothing written");
 }

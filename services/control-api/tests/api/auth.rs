@@ -146,10 +146,16 @@ pub async fn audit_length(app: &TestApp) -> u64 {
     page["items"][0]["seq"].as_u64().expect("the audit log has records")
 }
 
-/// Creates a management token with the unscoped admin; returns its secret and id.
+/// Creates a management token with the unscoped admin, creating the projects it is scoped to if they do
+/// not exist yet (a scope must name existing projects); returns its secret and id.
 pub async fn create_token(app: &TestApp, role: &str, projects: Option<&[&str]>) -> (String, String) {
     let mut body = json!({"name": format!("{role} token"), "role": role});
     if let Some(projects) = projects {
+        for project in projects {
+            if app.get(&format!("/api/v1/projects/{project}")).await.status() == 404 {
+                assert_eq!(app.post("/api/v1/projects", &json!({"key": project})).await.status(), 201);
+            }
+        }
         body["projects"] = json!(projects);
     }
     let response = app.post("/api/v1/tokens", &body).await;

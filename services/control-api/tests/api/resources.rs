@@ -405,3 +405,19 @@ async fn the_request_id_is_echoed_and_recorded_in_the_audit_log() {
     let echoed = replaced.headers()["x-request-id"].to_str().unwrap();
     assert!(echoed != long && echoed.len() == 36, "{echoed}");
 }
+
+#[tokio::test]
+async fn a_method_a_route_does_not_take_is_405_with_the_methods_it_does() {
+    let app = spawn_app().await;
+
+    let response = app.put("/api/v1/projects", &json!({})).await;
+
+    assert_eq!(response.status(), 405);
+    assert_eq!(response.headers()["allow"], "GET, POST");
+    let body = problem(response).await;
+    assert_eq!(body["code"], "method_not_allowed");
+    assert_eq!(app.post("/api/v1/audit/verify", &json!({})).await.status(), 405);
+    let unknown = app.get("/api/v1/projects/shop/nothing-here").await;
+    assert_eq!(unknown.status(), 404);
+    assert_eq!(problem(unknown).await["code"], "not_found");
+}

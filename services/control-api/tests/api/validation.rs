@@ -418,6 +418,13 @@ fn cases(max_body_bytes: usize) -> Vec<Case> {
             r#"{"name": "ci", "role": "viewer", "projects": ["a b"]}"#,
         )
         .answers(400, invalid_body, Some("projects[0]")),
+        case(
+            "token scoped to a project that does not exist",
+            M::POST,
+            "/api/v1/tokens",
+            r#"{"name": "ci", "role": "viewer", "projects": ["shop", "nowhere"]}"#,
+        )
+        .answers(422, validation, Some("projects[1]")),
         // Query parameters.
         case("archived=maybe", M::GET, &format!("{FLAGS}?archived=maybe"), "").answers(
             400,
