@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::time::Instant;
-use vexil_bus::{Bus, Subscription};
+use vexil_bus::{Bus, Delivery, Subscription};
 use vexil_proto::{ChangeEvent, EnvironmentSnapshot};
 use vexil_store::{Store, StoreError};
 
@@ -30,9 +30,12 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 ///    cannot be applied re-syncs that environment (bus snapshot, then database) and carries on.
 /// 3. **Periodic check** ([`refresh_every`](Self::refresh_every), default
 ///    [`DEFAULT_REFRESH_INTERVAL`]): re-reads the registry, subscribes to environments that appeared,
-///    and re-syncs any whose registry revision is ahead of the cache — a silent gap, such as events
-///    published while Redis was restarting. While the bus is unreachable it lists the database's
-///    environments instead, so new ones still appear. Failures are retried sooner, with backoff.
+///    and re-syncs any whose registry revision is ahead of the cache — a silent gap. While the bus is
+///    unreachable it lists the database's environments instead, so new ones still appear. Failures are
+///    retried sooner, with backoff.
+/// 4. **Re-subscription.** When the subscription comes back after a lost connection (Redis restarted),
+///    the same check runs at once ([`Delivery::Resubscribed`]): events published while it was down are
+///    lost to it, and waiting for the periodic check would leave the replica behind until then.
 ///
 /// It never panics on bad data and never stops before `shutdown`: the cache keeps serving what it has
 /// while the bus or the database is down.
@@ -87,8 +90,14 @@ impl BusSync {
                 tokio::select! {
                     biased;
                     () = stopped(&mut shutdown) => break 'running,
-                    event = next_event(runner.subscription.as_mut()) => match event {
-                        Some(event) => runner.handle(event).await,
+                    delivery = next_delivery(runner.subscription.as_mut()) => match delivery {
+                        Some(Delivery::Change(event)) => runner.handle(event).await,
+                        // Whatever was published while the subscription was down is lost to it:
+                        // compare with the registry now rather than at the next periodic check.
+                        Some(Delivery::Resubscribed) => {
+                            tracing::info!("change-event subscription is back; checking for missed changes");
+                            runner.refresh().await;
+                        }
                         None => {
                             tracing::warn!("the change-event subscription ended; subscribing again");
                             runner.subscription = None;
@@ -110,10 +119,10 @@ async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
-/// The next event, or never when there is no subscription (the periodic refresh makes one).
-async fn next_event(subscription: Option<&mut Subscription>) -> Option<ChangeEvent> {
+/// The next delivery, or never when there is no subscription (the periodic refresh makes one).
+async fn next_delivery(subscription: Option<&mut Subscription>) -> Option<Delivery> {
     match subscription {
-        Some(subscription) => subscription.next().await,
+        Some(subscription) => subscription.next_delivery().await,
         None => std::future::pending().await,
     }
 }

@@ -69,3 +69,29 @@ async fn a_replica_starts_from_the_database_while_redis_is_down_and_follows_the_
     server.stop();
     replica.stop().await;
 }
+
+#[tokio::test]
+async fn a_replica_catches_up_as_soon_as_its_subscription_is_back_not_at_the_next_periodic_check() {
+    let mut server = RedisServer::start();
+    let control_plane = ControlPlane::start().await;
+    control_plane.with_project().await;
+    let relay_bus = Bus::connect(&server.url()).await.unwrap();
+    control_plane.relay(&relay_bus).await.unwrap();
+    let (production, revision) = control_plane.environment("production").await;
+    // A periodic check far beyond the test's deadline: only the re-subscription can bring it up to date.
+    let replica = Replica::start(Bus::connect(&server.url()).await.unwrap(), None, Duration::from_secs(3600));
+    assert!(replica.reaches(production, revision).await);
+
+    server.stop();
+    control_plane.toggle("production", true).await;
+    control_plane.toggle("production", false).await;
+    server.start_again();
+    // A fresh connection publishes at once, most likely before the replica's subscriber has reconnected
+    // (its backoff has grown while Redis was down): those events never reach the replica's channel.
+    let fresh_relay_bus = Bus::connect(&server.url()).await.unwrap();
+    control_plane.relay(&fresh_relay_bus).await.unwrap();
+
+    assert!(replica.reaches(production, revision + 2).await, "the replica did not catch up");
+    assert_eq!(bool_value(&replica.cache, production, "checkout", "user-1"), Some(false));
+    replica.stop().await;
+}

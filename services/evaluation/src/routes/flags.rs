@@ -27,7 +27,8 @@ struct SnapshotView<'a> {
 }
 
 /// Every flag (with its configuration) and segment of the key's environment: the same snapshot as the
-/// stream's `hydrate`, for server SDKs that poll. `ETag` is the revision (with a hash of the prefix when
+/// stream's `hydrate`, for server SDKs that poll. `?prefix=` narrows it to the flags whose key starts
+/// with the prefix, plus the prerequisites they reach (an SDK needs those to evaluate them). `ETag` is the revision (with a hash of the prefix when
 /// one is given); send it back in `If-None-Match` to get `304 Not Modified` while nothing has changed.
 /// Server keys only: a client key is refused with 403.
 #[utoipa::path(get, path = "/v1/flags", tag = "polling", params(FlagsQuery),
@@ -57,11 +58,17 @@ pub async fn get_flags(
     let render = || {
         serde_json::to_vec(&SnapshotView {
             revision: snapshot.revision,
-            flags: snapshot
-                .flags
-                .iter()
-                .filter(|flag| flag.flag().key.as_str().starts_with(prefix))
-                .collect(),
+            flags: if prefix.is_empty() {
+                snapshot.flags.iter().collect()
+            } else {
+                // The prefix's flags and their prerequisites, without which they could not be evaluated.
+                environment
+                    .compiled()
+                    .selected_with_prerequisites(|flag| flag.key().as_str().starts_with(prefix))
+                    .into_iter()
+                    .map(|flag| flag.source())
+                    .collect()
+            },
             segments: &snapshot.segments,
         })
     };

@@ -106,6 +106,18 @@ async fn a_prefix_narrows_the_flags_keeps_the_segments_and_has_its_own_etag() {
 }
 
 #[tokio::test]
+async fn a_prefix_brings_the_prerequisites_of_its_flags_along() {
+    let app = spawn_app().await;
+
+    let response = app.get("/v1/flags?prefix=prereq", &app.server_key).await;
+
+    assert_eq!(response.status(), 200);
+    let snapshot = json_body(response).await;
+    // `prereq-flag` requires `disabled-flag`: without it the SDK could not evaluate (or even compile) it.
+    assert_eq!(keys(&snapshot), [flags::DISABLED, flags::PREREQUISITE]);
+}
+
+#[tokio::test]
 async fn each_key_sees_its_own_environment() {
     let app = spawn_app().await;
 
