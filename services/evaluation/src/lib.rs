@@ -54,6 +54,7 @@ pub mod etag;
 pub mod events;
 pub mod extract;
 pub mod rate_limit;
+pub mod render;
 pub mod routes;
 pub mod startup;
 pub mod state;

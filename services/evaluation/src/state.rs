@@ -10,6 +10,7 @@ use vexil_telemetry::{Counter, Gauge, Registry, ResponseCounters};
 
 use crate::events::EventSink;
 use crate::rate_limit::RateLimiter;
+use crate::render::RenderedFlags;
 
 /// The evaluation service's own state: settings, the per-key rate limiter, the events sink and the
 /// metrics. Register it as `web::Data<EvaluationState>` beside `web::Data<Cache>`.
@@ -24,7 +25,9 @@ pub struct EvaluationState {
     pub metrics: Arc<Metrics>,
     /// The last serialised full snapshot per environment, for polling clients that all ask for the same
     /// revision.
-    pub(crate) snapshot_bodies: SnapshotBodies,
+    pub(crate) snapshot_bodies: PerRevision<web::Bytes>,
+    /// `/v1/evaluate`'s JSON fragments per environment (see [`RenderedFlags`]).
+    pub(crate) rendered_flags: PerRevision<Arc<RenderedFlags>>,
 }
 
 impl EvaluationState {
@@ -35,7 +38,8 @@ impl EvaluationState {
             limiter: RateLimiter::new(dataplane.rate_limit_per_second),
             events: EventSink::new(bus, dataplane.events_stream_max_len),
             metrics: Arc::new(Metrics::new()),
-            snapshot_bodies: SnapshotBodies::default(),
+            snapshot_bodies: PerRevision::default(),
+            rendered_flags: PerRevision::default(),
             settings,
         }
     }
@@ -106,34 +110,40 @@ impl Default for Metrics {
     }
 }
 
-/// Environment id → (revision, serialised full snapshot).
-#[derive(Default)]
-pub(crate) struct SnapshotBodies(Mutex<HashMap<i64, (u64, web::Bytes)>>);
+/// One value per environment, for its latest revision only: what every request for that revision shares
+/// (a serialised snapshot, prepared JSON fragments) and is built again when the revision moves on.
+pub(crate) struct PerRevision<T>(Mutex<HashMap<i64, (u64, T)>>);
 
-impl SnapshotBodies {
-    /// The body for this environment at this revision, serialised by `render` only if it is not cached.
-    pub(crate) fn get_or_render(
+impl<T> Default for PerRevision<T> {
+    fn default() -> Self {
+        PerRevision(Mutex::new(HashMap::new()))
+    }
+}
+
+impl<T: Clone> PerRevision<T> {
+    /// The value for this environment at this revision, built by `build` only if it is not cached.
+    pub(crate) fn get_or_build<E>(
         &self,
         environment_id: i64,
         revision: u64,
-        render: impl FnOnce() -> serde_json::Result<Vec<u8>>,
-    ) -> serde_json::Result<web::Bytes> {
-        if let Some((cached, body)) = self.lock().get(&environment_id)
+        build: impl FnOnce() -> Result<T, E>,
+    ) -> Result<T, E> {
+        if let Some((cached, value)) = self.lock().get(&environment_id)
             && *cached == revision
         {
-            return Ok(body.clone());
+            return Ok(value.clone());
         }
-        // Rendered outside the lock: two requests may both render a new revision, which is harmless.
-        let body = web::Bytes::from(render()?);
-        let mut bodies = self.lock();
-        let newer_cached = bodies.get(&environment_id).is_some_and(|(cached, _)| *cached > revision);
+        // Built outside the lock: two requests may both build a new revision, which is harmless.
+        let value = build()?;
+        let mut values = self.lock();
+        let newer_cached = values.get(&environment_id).is_some_and(|(cached, _)| *cached > revision);
         if !newer_cached {
-            bodies.insert(environment_id, (revision, body.clone()));
+            values.insert(environment_id, (revision, value.clone()));
         }
-        Ok(body)
+        Ok(value)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (u64, web::Bytes)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (u64, T)>> {
         // Entries are replaced whole: a poisoned lock still holds consistent data.
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }

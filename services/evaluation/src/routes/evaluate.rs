@@ -1,14 +1,16 @@
 //! `POST /v1/evaluate`: server-side evaluation for a context.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
-use vexil_eval::{evaluate_all, evaluate_flag};
+use vexil_eval::evaluate_flag;
 use vexil_http::KeyKind;
 use vexil_http::error::{ApiError, Problem};
 
 use crate::body::{check_json_content_type, parse_json, read_limited};
 use crate::extract::EvaluationKey;
+use crate::render::RenderedFlags;
 use crate::state::EvaluationState;
 use crate::views::{EvaluateRequest, EvaluateResponse, FlagResult, FlagResults};
 
@@ -38,25 +40,36 @@ pub async fn evaluate(
     let EvaluationKey(key) = key;
     let compiled = key.environment.compiled();
     let visible = |client_side: bool| key.kind == KeyKind::Server || client_side;
-    let results: Vec<_> = match &request.flags {
-        None => evaluate_all(compiled, &request.context, |flag| visible(flag.client_side()))
-            .map(|(flag, detail)| (flag.key().as_str(), FlagResult::new(detail, key.kind)))
-            .collect(),
-        Some(listed) => {
-            let mut seen = HashSet::new();
-            listed
-                .iter()
-                .filter(|listed| seen.insert(listed.as_str()))
-                .map(|listed| match compiled.flag(listed) {
-                    Some(flag) if visible(flag.client_side()) => {
-                        let detail = evaluate_flag(compiled, flag, &request.context);
-                        (flag.key().as_str(), FlagResult::new(detail, key.kind))
-                    }
-                    _ => (listed.as_str(), FlagResult::not_found()),
-                })
-                .collect()
-        }
+    let Some(listed) = &request.flags else {
+        // Every visible flag: the common case, written from the revision's prepared fragments.
+        let environment = &key.environment;
+        let rendered = state
+            .rendered_flags
+            .get_or_build(environment.id(), environment.revision(), || {
+                Ok::<_, std::convert::Infallible>(Arc::new(RenderedFlags::new(compiled)))
+            })
+            .unwrap_or_else(|never| match never {});
+        let (body, count) = rendered.evaluate_all(
+            compiled,
+            key.kind,
+            |flag| visible(flag.client_side()),
+            |flag| evaluate_flag(compiled, flag, &request.context),
+        );
+        state.metrics.evaluations.add(count);
+        return Ok(HttpResponse::Ok().content_type("application/json").body(body));
     };
+    let mut seen = HashSet::new();
+    let results: Vec<_> = listed
+        .iter()
+        .filter(|listed| seen.insert(listed.as_str()))
+        .map(|listed| match compiled.flag(listed) {
+            Some(flag) if visible(flag.client_side()) => {
+                let detail = evaluate_flag(compiled, flag, &request.context);
+                (flag.key().as_str(), FlagResult::new(detail, key.kind))
+            }
+            _ => (listed.as_str(), FlagResult::not_found()),
+        })
+        .collect();
     state.metrics.evaluations.add(results.len() as u64);
     Ok(HttpResponse::Ok()
         .json(EvaluateResponse { revision: key.environment.revision(), flags: FlagResults(results) }))

@@ -73,7 +73,9 @@ pub async fn get_flags(
         })
     };
     let body = if prefix.is_empty() {
-        state.snapshot_bodies.get_or_render(environment.id(), environment.revision(), render)
+        state
+            .snapshot_bodies
+            .get_or_build(environment.id(), environment.revision(), || render().map(Into::into))
     } else {
         render().map(Into::into)
     }
