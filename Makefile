@@ -1,8 +1,13 @@
 # Vexil: the two commands a new machine needs are `make run` and `make test`.
-.PHONY: run test lint fmt bench ci
+.PHONY: run test lint fmt bench ci demo
 
 run:
 	@scripts/run.sh $(ARGS)
+
+# Three SDK clients (polling, streaming, prefix-filtered) against a running Vexil; README.md "Demo".
+# The server key comes from ARGS="--server-key ..." or the SERVER_KEY variable.
+demo:
+	@cargo run -q -p vexil-sdk --example demo -- $(ARGS)
 
 # Everything CI checks: formatting, clippy with warnings as errors, and the whole test suite.
 test:

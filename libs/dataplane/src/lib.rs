@@ -90,7 +90,9 @@ pub use cache::{
 pub use error::{Error, PayloadError, Result};
 pub use sync::{BusSync, DEFAULT_REFRESH_INTERVAL};
 pub use upstream::{
-    DEFAULT_DEAD_AFTER, DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, RELAY_ENVIRONMENT_ID, SseEvent, SseParser,
-    UpstreamError, UpstreamSync,
+    DEFAULT_DEAD_AFTER, DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, RELAY_ENVIRONMENT_ID, UpstreamError,
+    UpstreamSync,
 };
+/// The SSE parser relay mode reads its upstream with (re-exported from `vexil-sse`).
+pub use vexil_sse::{SseEvent, SseParser};
 pub use vexil_store::KeyKind;

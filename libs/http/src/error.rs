@@ -23,6 +23,11 @@ pub enum ErrorCode {
     InvalidBody,
     /// A path or query parameter is malformed.
     InvalidParameter,
+    /// The request is not well-formed HTTP/1.1 (answered by the streaming deployment's own server;
+    /// actix answers these with an empty 400).
+    MalformedRequest,
+    /// The request's head (request line and headers) is larger than the server accepts.
+    HeadersTooLarge,
     /// The body is well-formed but breaks a rule; `errors` names every field.
     ValidationFailed,
     /// A resource with that key exists.
@@ -51,7 +56,10 @@ impl ErrorCode {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::InvalidBody | ErrorCode::InvalidParameter => StatusCode::BAD_REQUEST,
+            ErrorCode::InvalidBody | ErrorCode::InvalidParameter | ErrorCode::MalformedRequest => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             ErrorCode::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
             ErrorCode::AlreadyExists | ErrorCode::Conflict => StatusCode::CONFLICT,
             ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
@@ -72,6 +80,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "Method not allowed",
             ErrorCode::InvalidBody => "Invalid request body",
             ErrorCode::InvalidParameter => "Invalid parameter",
+            ErrorCode::MalformedRequest => "Malformed request",
+            ErrorCode::HeadersTooLarge => "Request header fields too large",
             ErrorCode::ValidationFailed => "Validation failed",
             ErrorCode::AlreadyExists => "Already exists",
             ErrorCode::Conflict => "Conflict",
@@ -93,6 +103,8 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::InvalidBody => "invalid_body",
             ErrorCode::InvalidParameter => "invalid_parameter",
+            ErrorCode::MalformedRequest => "malformed_request",
+            ErrorCode::HeadersTooLarge => "headers_too_large",
             ErrorCode::ValidationFailed => "validation_failed",
             ErrorCode::AlreadyExists => "already_exists",
             ErrorCode::Conflict => "conflict",
@@ -105,6 +117,9 @@ impl ErrorCode {
         }
     }
 }
+
+/// The `Content-Type` of every error body.
+pub const PROBLEM_CONTENT_TYPE: &str = "application/problem+json";
 
 /// An RFC 9457 problem document, as every error body.
 #[derive(Debug, Serialize, ToSchema)]
@@ -177,6 +192,60 @@ impl ApiError {
             ApiError::Unexpected(_) => ErrorCode::Internal,
         }
     }
+
+    /// The problem document this error is answered with. An unexpected error is logged here, with its
+    /// cause chain (the document says only that something went wrong).
+    ///
+    /// [`ResponseError::error_response`] is this, [`problem_headers`](Self::problem_headers) and
+    /// [`PROBLEM_CONTENT_TYPE`]; a server that is not actix answers with the same three (its body
+    /// `serde_json::to_vec` of this), so that the bytes are the same.
+    pub fn problem(&self) -> Problem {
+        match self {
+            ApiError::Client { code, detail, errors } => Problem {
+                kind: format!("urn:vexil:problem:{}", code.as_str()),
+                title: code.title(),
+                status: code.status().as_u16(),
+                detail: detail.clone(),
+                code: *code,
+                field: errors.first().map(|e| e.field.clone()),
+                errors: errors.clone(),
+            },
+            ApiError::RateLimited { retry_after_seconds } => Problem {
+                kind: "urn:vexil:problem:rate_limited".into(),
+                title: ErrorCode::RateLimited.title(),
+                status: 429,
+                detail: format!("too many requests for this key; retry after {retry_after_seconds} s"),
+                code: ErrorCode::RateLimited,
+                field: None,
+                errors: Vec::new(),
+            },
+            ApiError::Unexpected(error) => {
+                tracing::error!(error = format!("{error:#}"), "unexpected error");
+                Problem {
+                    kind: "urn:vexil:problem:internal".into(),
+                    title: ErrorCode::Internal.title(),
+                    status: 500,
+                    detail: "an unexpected error occurred; the request id identifies it in the logs".into(),
+                    code: ErrorCode::Internal,
+                    field: None,
+                    errors: Vec::new(),
+                }
+            }
+        }
+    }
+
+    /// The headers this error is answered with besides `Content-Type`: `WWW-Authenticate: Bearer` on a
+    /// 401, `Retry-After` (whole seconds) on a 429.
+    pub fn problem_headers(&self) -> Vec<(&'static str, String)> {
+        let mut headers = Vec::new();
+        if self.code() == ErrorCode::Unauthorized {
+            headers.push(("WWW-Authenticate", "Bearer".to_owned()));
+        }
+        if let ApiError::RateLimited { retry_after_seconds } = self {
+            headers.push(("Retry-After", retry_after_seconds.to_string()));
+        }
+        headers
+    }
 }
 
 impl From<ValidationErrors> for ApiError {
@@ -217,45 +286,10 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        let problem = match self {
-            ApiError::Client { code, detail, errors } => Problem {
-                kind: format!("urn:vexil:problem:{}", code.as_str()),
-                title: code.title(),
-                status: code.status().as_u16(),
-                detail: detail.clone(),
-                code: *code,
-                field: errors.first().map(|e| e.field.clone()),
-                errors: errors.clone(),
-            },
-            ApiError::RateLimited { retry_after_seconds } => Problem {
-                kind: "urn:vexil:problem:rate_limited".into(),
-                title: ErrorCode::RateLimited.title(),
-                status: 429,
-                detail: format!("too many requests for this key; retry after {retry_after_seconds} s"),
-                code: ErrorCode::RateLimited,
-                field: None,
-                errors: Vec::new(),
-            },
-            ApiError::Unexpected(error) => {
-                tracing::error!(error = format!("{error:#}"), "unexpected error");
-                Problem {
-                    kind: "urn:vexil:problem:internal".into(),
-                    title: ErrorCode::Internal.title(),
-                    status: 500,
-                    detail: "an unexpected error occurred; the request id identifies it in the logs".into(),
-                    code: ErrorCode::Internal,
-                    field: None,
-                    errors: Vec::new(),
-                }
-            }
-        };
         let mut response = HttpResponse::build(self.status_code());
-        if self.code() == ErrorCode::Unauthorized {
-            response.insert_header(("WWW-Authenticate", "Bearer"));
+        for header in self.problem_headers() {
+            response.insert_header(header);
         }
-        if let ApiError::RateLimited { retry_after_seconds } = self {
-            response.insert_header(("Retry-After", retry_after_seconds.to_string()));
-        }
-        response.content_type("application/problem+json").json(problem)
+        response.content_type(PROBLEM_CONTENT_TYPE).json(self.problem())
     }
 }

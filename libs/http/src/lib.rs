@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::header::{self, HeaderValue};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpRequest, HttpResponse, web};
@@ -65,13 +65,24 @@ fn authenticate(req: &HttpRequest) -> Result<SdkKey, ApiError> {
 /// The key a request presents, from the first place that has one.
 pub fn presented_key(req: &HttpRequest) -> Option<String> {
     let headers = req.headers();
-    let from_authorization = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(|v| {
+    presented_key_in(
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()),
+        headers.get("x-api-key").and_then(|v| v.to_str().ok()),
+        req.query_string(),
+    )
+}
+
+/// [`presented_key`] for a server that is not actix: the `Authorization` and `X-API-Key` header values
+/// (`None` when absent or not visible ASCII, as `HeaderValue::to_str` has it) and the raw query
+/// string.
+pub fn presented_key_in(authorization: Option<&str>, api_key: Option<&str>, query: &str) -> Option<String> {
+    let from_authorization = authorization.map(|v| {
         let v = v.trim();
         v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or(v).trim().to_owned()
     });
-    let from_api_key = || headers.get("x-api-key").and_then(|v| v.to_str().ok()).map(|v| v.trim().to_owned());
+    let from_api_key = || api_key.map(|v| v.trim().to_owned());
     let from_query = || {
-        web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        web::Query::<std::collections::HashMap<String, String>>::from_query(query)
             .ok()
             .and_then(|q| q.get("key").cloned())
     };
@@ -87,6 +98,27 @@ const ALLOWED_HEADERS: &str = "Content-Type, Authorization, X-API-Key, If-None-M
 /// The response headers a browser script may read: without this it never sees the ETag.
 const EXPOSED_HEADERS: &str = "ETag, Retry-After";
 
+/// The headers of a CORS preflight answer (`204`), for the request's `Origin` (`*` without one).
+pub fn cors_preflight_headers(origin: Option<HeaderValue>) -> [(HeaderName, HeaderValue); 5] {
+    [
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.unwrap_or(HeaderValue::from_static("*"))),
+        (header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, OPTIONS")),
+        (header::ACCESS_CONTROL_ALLOW_HEADERS, HeaderValue::from_static(ALLOWED_HEADERS)),
+        (header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("86400")),
+        (header::VARY, HeaderValue::from_static("Origin")),
+    ]
+}
+
+/// The headers added to any other answer to a request with an `Origin`. The last, `Vary: Origin`, is
+/// appended to the answer's own `Vary` (when it has one); the others replace theirs.
+pub fn cors_response_headers(origin: HeaderValue) -> [(HeaderName, HeaderValue); 3] {
+    [
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, origin),
+        (header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS)),
+        (header::VARY, HeaderValue::from_static("Origin")),
+    ]
+}
+
 /// CORS for browser SDKs (`middleware::from_fn(cors)`): answers preflights and lets any origin read
 /// data-plane responses. Client keys are public and every answer is scoped to its key, so there is
 /// nothing an origin check would protect here; per-key origin allow-lists are future work.
@@ -98,24 +130,19 @@ pub async fn cors(
     let preflight =
         req.method() == Method::OPTIONS && req.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
     if preflight {
-        let response = HttpResponse::build(StatusCode::NO_CONTENT)
-            .insert_header((
-                header::ACCESS_CONTROL_ALLOW_ORIGIN,
-                origin.unwrap_or(HeaderValue::from_static("*")),
-            ))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
-            .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOWED_HEADERS))
-            .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
-            .insert_header((header::VARY, "Origin"))
-            .finish();
-        return Ok(req.into_response(response));
+        let mut response = HttpResponse::build(StatusCode::NO_CONTENT);
+        for header in cors_preflight_headers(origin) {
+            response.insert_header(header);
+        }
+        return Ok(req.into_response(response.finish()));
     }
     let mut response = next.call(req).await?.map_into_boxed_body();
     if let Some(origin) = origin {
         let headers = response.headers_mut();
-        headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-        headers.insert(header::ACCESS_CONTROL_EXPOSE_HEADERS, HeaderValue::from_static(EXPOSED_HEADERS));
-        headers.append(header::VARY, HeaderValue::from_static("Origin"));
+        let [allow_origin, expose, vary] = cors_response_headers(origin);
+        headers.insert(allow_origin.0, allow_origin.1);
+        headers.insert(expose.0, expose.1);
+        headers.append(vary.0, vary.1);
     }
     Ok(response)
 }

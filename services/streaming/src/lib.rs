@@ -1,10 +1,19 @@
 //! Vexil's streaming service (DESIGN.md §5): Server-Sent Events from a data-plane replica's in-memory
 //! [`Cache`](vexil_dataplane::Cache) to SDKs.
 //!
-//! [`configure`] adds the routes to any actix app (the `vexil` binary's streaming role and standalone
-//! mode); [`Application::build`] binds a server of its own and `run_until_stopped` serves it until
-//! SIGTERM. Something else fills the cache (`vexil_dataplane::BusSync`, or relay mode); this crate
-//! only reads it.
+//! Two ways to serve the same routes:
+//!
+//! * [`Application`] (the `vexil streaming` deployment): [`Application::build`] binds a small HTTP/1.1
+//!   server of this crate's own, on Tokio, and `run_until_stopped` serves it until SIGTERM. It exists
+//!   for memory (see "Memory" below): it serves the streams, their CORS preflights, `/healthz`,
+//!   `/readyz`, `/metrics`, and a problem+json `404`/`405`/`400`/`431` for anything else.
+//! * [`configure`] and [`configure_probes`] add the routes to any actix app: standalone mode, which
+//!   serves every role on one port.
+//!
+//! Each route is one server-agnostic function (the request's query and headers in; a stream of SSE
+//! frames or an error out, see [`routes`]) under two thin adapters, so both paths send the same
+//! bytes (`tests/api/paths.rs` checks it, and the tests in `both_paths!` run on each). Something else
+//! fills the cache (`vexil_dataplane::BusSync`, or relay mode); this crate only reads it.
 //!
 //! # Wire format
 //!
@@ -62,8 +71,10 @@
 //!   is accepted too, the header wins). When this replica still holds every event after it (a ring
 //!   of the last 1024 per environment), it sends only those (possibly none) and no `hydrate`;
 //!   otherwise — too old, beyond this replica's revision, or not a number — it sends a `hydrate`.
-//! * `?prefix=<p>` keeps only flags whose key starts with `p` (in the `hydrate` and in the changes);
-//!   segments are always sent. Prerequisites outside the prefix are *not* included.
+//! * `?prefix=<p>` keeps only flags whose key starts with `p`, and the prerequisites they reach (an SDK
+//!   could not evaluate them without), in the `hydrate` and in the changes; segments are always sent.
+//!   When a change makes the prefix's flags reach a prerequisite the client does not have yet, the
+//!   stream sends a fresh `hydrate` instead of the `patch`.
 //! * The stream ends (cleanly) when the replica shuts down (reconnect, with `Last-Event-ID`), when the
 //!   environment is deleted, or when the key stops being valid (rotated out or expired; the reconnect
 //!   then gets `401`). After a clean end, reconnect after `retry` ms.
@@ -124,19 +135,35 @@
 //!
 //! # Memory
 //!
-//! A stream has no task and no timer of its own: its body is a `futures::stream::unfold` over a small
-//! state (the broadcast receiver of the cache's change feed, a receiver of the shared heartbeat and
-//! shutdown signal, the key, and the stream's position; under 400 bytes), polled by actix when the
-//! socket can take more. A hydrate is serialised once per environment revision and shared by every
-//! stream that sends it, and handed to actix in 4 KiB pieces so that the connection's write buffer
-//! never grows. A client stream holds one pointer to the environment state it last evaluated (the
-//! cache's current one, until the next change).
+//! Target: an idle stream in at most 4 kB of resident memory, at ten thousand streams per replica.
 //!
-//! `examples/idle_streams.rs` measures it: an idle stream costs about 1 KiB of resident memory more
-//! than an idle keep-alive connection to actix, which costs about 10 KiB by itself (actix-http's
-//! HTTP/1 dispatcher allocates an 8 KiB read and an 8 KiB write buffer per connection).
+//! A stream has no task and no timer of its own beyond its connection's: its body is a
+//! `futures::stream::unfold` over a small state (the broadcast receiver of the cache's change feed,
+//! a receiver of the shared heartbeat and shutdown signal, the key, and the stream's position; under
+//! 400 bytes). A hydrate is serialised once per environment revision, and a change once per event for
+//! every unfiltered flag stream, and shared by every stream that sends it. A client stream holds one
+//! pointer to the environment state it last evaluated (the cache's current one, until the next
+//! change).
+//!
+//! The connection around it is what used to cost: actix-http's HTTP/1 dispatcher gives every
+//! connection an 8 KiB read buffer and an 8 KiB write buffer for its whole life, and neither size can
+//! be configured away. [`Application`] therefore serves on its own server (`http1.rs`): one task per
+//! connection; the request head is read into a 1 KiB buffer (growing to at most 16 KiB) that is dropped
+//! once the stream starts; frames go from their shared `Bytes` straight to the socket (a vectored
+//! write, no per-connection write buffer); the head timer, the read buffer and any timer for a write
+//! that has to wait live in boxed futures that exist only while needed; and while the stream is idle
+//! an 8-byte read inside the connection's future notices the client going away (so a disconnected
+//! client's stream ends at once, not at the next heartbeat). On actix ([`configure`]) the body is
+//! handed over in 4 KiB pieces and the server should use `h1_write_buffer_size(4096)`, so that at
+//! least a large hydrate does not grow the write buffer for the life of the connection.
+//!
+//! `examples/idle_streams.rs` measures it (server process only, 10,000 idle `/v1/stream`s with a 50-flag
+//! hydrate; BENCHMARKS.md "Streaming: memory per idle stream"): **1.8 KiB** per stream on
+//! [`Application`], 14.5 KiB on actix; an idle keep-alive connection costs 3.0 KiB on [`Application`]
+//! (its read buffer is kept between requests) and 7–10 KiB on actix.
 
 pub mod context;
+mod http1;
 pub mod routes;
 mod sse;
 mod startup;

@@ -2,11 +2,11 @@
 
 use std::convert::Infallible;
 use std::fmt::Write as _;
+use std::pin::Pin;
 
 use actix_web::HttpResponse;
-use actix_web::http::header::{CacheControl, CacheDirective, ContentEncoding};
 use actix_web::web::{Bytes, BytesMut};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Serialize;
 use serde::ser::SerializeMap;
 use vexil_dataplane::EnvironmentState;
@@ -16,6 +16,31 @@ use vexil_proto::{ChangeEvent, ChangeKind, ItemKind};
 
 /// The heartbeat comment.
 pub(crate) const PING: Bytes = Bytes::from_static(b": ping\n\n");
+
+/// The body of a stream, whichever server writes it: whole frames (a `hydrate` may be large), in
+/// order; the end of the stream is a clean end of the response.
+pub(crate) type SseBody = Pin<Box<dyn Stream<Item = Bytes> + Send>>;
+
+/// The headers every stream is answered with (besides the framing and `Date`, which are the
+/// server's): `200`, and
+///
+/// * nginx and ingress controllers buffer responses unless told not to (`X-Accel-Buffering`);
+/// * actix's `Compress` middleware, wherever it is wrapped, leaves a response that names its encoding
+///   alone; a compressed stream would sit in the encoder's buffer.
+pub(crate) const HEADERS: [(&str, &str); 4] = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+    ("content-encoding", "identity"),
+];
+
+/// The largest piece of a frame handed to actix at once. actix copies each piece into the
+/// connection's write buffer, which keeps (up to 128 KiB of) whatever capacity it grew to for as long
+/// as the connection lives: a 100 kB hydrate written whole would cost every idle stream 100 kB.
+/// Pieces this size, with the server's `h1_write_buffer_size` at the same figure, keep that buffer at
+/// its initial 8 KiB. (The streaming deployment's own server writes frames straight to the socket,
+/// whole.)
+pub(crate) const MAX_CHUNK: usize = 4096;
 
 /// One event: `event: <name>`, `id: <id>`, and `data` as one `data:` line per line of it.
 pub(crate) fn frame(name: &str, id: u64, data: &[u8]) -> Bytes {
@@ -33,31 +58,36 @@ pub(crate) fn frame(name: &str, id: u64, data: &[u8]) -> Bytes {
     buf.freeze()
 }
 
-/// The headers every stream is answered with, and its body.
-pub(crate) fn response<S>(body: S) -> HttpResponse
-where
-    S: Stream<Item = Result<Bytes, Infallible>> + 'static,
-{
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(CacheControl(vec![CacheDirective::NoCache]))
-        // nginx and ingress controllers buffer responses unless told not to.
-        .insert_header(("X-Accel-Buffering", "no"))
-        // actix's `Compress` middleware, wherever it is wrapped, leaves a response that names its
-        // encoding alone; a compressed stream would sit in the encoder's buffer.
-        .insert_header(ContentEncoding::Identity)
-        .streaming(body)
+/// A stream as an actix response: [`HEADERS`], and the body in pieces of at most [`MAX_CHUNK`].
+pub(crate) fn response(body: SseBody) -> HttpResponse {
+    let mut response = HttpResponse::Ok();
+    for header in HEADERS {
+        response.insert_header(header);
+    }
+    response.streaming(body.flat_map(|frame| futures::stream::iter(Pieces(frame))).map(Ok::<_, Infallible>))
+}
+
+/// A frame in pieces of at most [`MAX_CHUNK`] bytes; zero-copy (each piece is a view of the same,
+/// possibly shared, frame).
+struct Pieces(Bytes);
+
+impl Iterator for Pieces {
+    type Item = Bytes;
+
+    fn next(&mut self) -> Option<Bytes> {
+        (!self.0.is_empty()).then(|| self.0.split_to(self.0.len().min(MAX_CHUNK)))
+    }
 }
 
 /// A stream that only says when to come back: for a replica that has no data yet or is shutting down.
 /// A browser's EventSource gives up for good on any status but 200, so this is a 200 that ends at
 /// once, and the client reconnects after `retry` milliseconds (to any replica).
-pub(crate) fn retry_later(retry_frame: Bytes) -> HttpResponse {
-    response(futures::stream::once(async move { Ok(retry_frame) }))
+pub(crate) fn retry_later(retry_frame: Bytes) -> SseBody {
+    Box::pin(futures::stream::iter([retry_frame]))
 }
 
 /// The `hydrate` event of a server stream: the environment's snapshot (`{"revision", "flags",
-/// "segments"}`), its flags narrowed to `prefix`.
+/// "segments"}`), its flags narrowed to `prefix` and the prerequisites those reach.
 pub(crate) fn hydrate(state: &EnvironmentState, prefix: Option<&str>) -> Bytes {
     #[derive(Serialize)]
     struct Hydrate<'a> {
@@ -66,24 +96,28 @@ pub(crate) fn hydrate(state: &EnvironmentState, prefix: Option<&str>) -> Bytes {
         segments: &'a [Segment],
     }
     let snapshot = state.snapshot();
-    let flags =
-        snapshot.flags.iter().filter(|flag| matches_prefix(flag.flag().key.as_str(), prefix)).collect();
+    let flags = match prefix {
+        None => snapshot.flags.iter().collect(),
+        // The prefix's flags and the prerequisites they reach, without which they cannot be evaluated.
+        Some(prefix) => state
+            .compiled()
+            .selected_with_prerequisites(|flag| flag.key().as_str().starts_with(prefix))
+            .into_iter()
+            .map(|flag| flag.source())
+            .collect(),
+    };
     let data = Hydrate { revision: state.revision(), flags, segments: &snapshot.segments };
     // Serialising model types into memory cannot fail.
     let json = serde_json::to_vec(&data).unwrap_or_default();
     frame("hydrate", state.revision(), &json)
 }
 
-/// Whether a flag key is in a stream's prefix (every key is, without one).
-pub(crate) fn matches_prefix(key: &str, prefix: Option<&str>) -> bool {
-    prefix.is_none_or(|prefix| key.starts_with(prefix))
-}
-
-/// What a server stream sends for one change event: `patch` or `delete` for flags and segments (flags
-/// outside `prefix` excluded), nothing for anything else (SDK keys are never sent to clients).
-pub(crate) fn change(event: &ChangeEvent, prefix: Option<&str>) -> Option<(&'static str, Bytes)> {
+/// What a server stream sends for one change event: `patch` or `delete` for flags and segments, nothing
+/// for anything else (SDK keys are never sent to clients). A prefix stream decides for itself which
+/// flags' events it sends (`routes::server`).
+pub(crate) fn change(event: &ChangeEvent) -> Option<(&'static str, Bytes)> {
     let item = match event.item() {
-        ItemKind::Flag if matches_prefix(&event.key, prefix) => "flag",
+        ItemKind::Flag => "flag",
         ItemKind::Segment => "segment",
         _ => return None,
     };
@@ -239,6 +273,16 @@ mod tests {
     }
 
     #[test]
+    fn a_large_frame_is_handed_to_actix_in_pieces_of_at_most_max_chunk() {
+        let large = Bytes::from(vec![b'x'; 2 * MAX_CHUNK + 10]);
+        let pieces: Vec<Bytes> = Pieces(large.clone()).collect();
+        assert_eq!(pieces.iter().map(Bytes::len).collect::<Vec<_>>(), [MAX_CHUNK, MAX_CHUNK, 10]);
+        assert_eq!(pieces.concat(), large);
+        assert_eq!(Pieces(Bytes::from_static(b"small")).collect::<Vec<_>>(), [Bytes::from_static(b"small")]);
+        assert_eq!(Pieces(Bytes::new()).count(), 0);
+    }
+
+    #[test]
     fn a_frame_has_a_name_an_id_and_one_data_line_per_line() {
         let frame = frame("patch", 42, b"{\"a\":\r\n1}");
         assert_eq!(&frame[..], b"event: patch\nid: 42\ndata: {\"a\":\ndata: 1}\n\n");
@@ -248,7 +292,7 @@ mod tests {
     fn a_flag_upsert_is_a_patch_with_the_flag_and_its_config() {
         let payload = json!({"flag": {"key": "a.b", "kind": "boolean"}, "config": {"on": true}});
         let (name, frame) =
-            change(&event(ChangeKind::Upsert, ItemKind::Flag, "a.b", payload.clone()), None).unwrap();
+            change(&event(ChangeKind::Upsert, ItemKind::Flag, "a.b", payload.clone())).unwrap();
         assert_eq!(name, "patch");
         assert!(frame.starts_with(b"event: patch\nid: 9\n"));
         assert_eq!(
@@ -261,18 +305,15 @@ mod tests {
     fn a_segment_upsert_is_a_patch_with_the_segment() {
         let payload = json!({"key": "beta", "included": ["u"]});
         let (_, frame) =
-            change(&event(ChangeKind::Upsert, ItemKind::Segment, "beta", payload.clone()), Some("zzz"))
-                .unwrap();
+            change(&event(ChangeKind::Upsert, ItemKind::Segment, "beta", payload.clone())).unwrap();
         assert_eq!(data_of(&frame), json!({"kind": "segment", "key": "beta", "segment": payload}));
     }
 
     #[test]
     fn deletes_name_the_item_and_keys_are_never_sent() {
-        let (name, frame) =
-            change(&event(ChangeKind::Delete, ItemKind::Flag, "x", Value::Null), None).unwrap();
+        let (name, frame) = change(&event(ChangeKind::Delete, ItemKind::Flag, "x", Value::Null)).unwrap();
         assert_eq!((name, data_of(&frame)), ("delete", json!({"kind": "flag", "key": "x"})));
-        assert!(change(&event(ChangeKind::Upsert, ItemKind::SdkKey, "vxs_1", Value::Null), None).is_none());
-        assert!(change(&event(ChangeKind::Delete, ItemKind::Flag, "x", Value::Null), Some("y")).is_none());
+        assert!(change(&event(ChangeKind::Upsert, ItemKind::SdkKey, "vxs_1", Value::Null)).is_none());
     }
 
     #[test]

@@ -1,14 +1,16 @@
-//! Building and running the streaming service.
+//! Building and running the streaming service: [`configure`] for an actix app (standalone mode, one
+//! port for everything), [`Application`] for the dedicated deployment (its own lean HTTP/1.1 server,
+//! `crate::http1`). Both serve the same routes, by the same code.
 
-use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Duration;
 
-use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
-use actix_web::{App, HttpServer, web};
+use actix_web::web;
 use vexil_config::Settings;
 use vexil_dataplane::Cache;
-use vexil_http::error::{ApiError, ErrorCode};
 
+use crate::http1;
 use crate::routes;
 use crate::state::StreamingState;
 
@@ -24,10 +26,11 @@ use crate::state::StreamingState;
 /// separate ([`configure_probes`]) so that a process serving several roles on one port can render
 /// one `/metrics` ([`Metrics::render`](crate::Metrics::render) gives this crate's part).
 ///
-/// A server embedding these routes should, like [`Application`]: call [`StreamingState::shutdown`]
-/// before draining on SIGTERM (open streams would otherwise hold the drain until its timeout), and
-/// set `HttpServer::h1_write_buffer_size(4096)` (so that a large `hydrate` does not grow every
-/// stream's write buffer for the life of the connection).
+/// A server embedding these routes should call [`StreamingState::shutdown`] before draining on
+/// SIGTERM (open streams would otherwise hold the drain until its timeout), as [`Application`] does,
+/// and set `HttpServer::h1_write_buffer_size(4096)` (streams hand actix frames in 4 KiB pieces; with
+/// that setting a large `hydrate` does not grow every stream's write buffer for the life of the
+/// connection).
 pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(
@@ -55,16 +58,18 @@ pub fn configure_probes(config: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(routes::health::metrics));
 }
 
-/// A problem+json 404 for anything no route matches.
-async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
-    Err(ApiError::new(ErrorCode::NotFound, "no such route"))
-}
-
-/// The streaming service, bound and ready to run.
+/// The streaming service, bound and ready to run: the dedicated deployment (`vexil streaming`).
+///
+/// It serves the routes of [`configure`] and [`configure_probes`] — the same handlers, so the same
+/// bytes — with a problem+json `404`/`405` for anything else, but not on actix: on a small HTTP/1.1
+/// server of this crate's own that holds an idle stream in a fraction of the memory (actix-http gives
+/// every connection 8 KiB read and 8 KiB write buffers for its whole life; see the crate's "Memory"
+/// section, and `http1.rs` for what the server does and does not do).
 pub struct Application {
     port: u16,
-    server: Server,
-    streaming: web::Data<StreamingState>,
+    listener: tokio::net::TcpListener,
+    shared: Arc<http1::Shared>,
+    grace: Duration,
 }
 
 impl Application {
@@ -72,29 +77,24 @@ impl Application {
     /// `cache`, which something else fills and keeps current (`vexil_dataplane::BusSync`, or a relay
     /// upstream). Streams answer with a `retry:` hint only until the cache is ready.
     pub async fn build(settings: Settings, cache: Cache) -> anyhow::Result<Application> {
-        let listener = TcpListener::bind((settings.server.host.as_str(), settings.server.port))?;
+        let listener = http1::bind(&settings.server.host, settings.server.port)?;
         let port = listener.local_addr()?.port();
-        let streaming = web::Data::new(StreamingState::new(&settings.dataplane));
-        let cache = web::Data::new(cache);
-        let app_streaming = streaming.clone();
-        let server = HttpServer::new(move || {
-            App::new()
-                .app_data(cache.clone())
-                .app_data(app_streaming.clone())
-                .configure(configure_probes)
-                .configure(configure)
-                .default_service(web::to(not_found))
-        })
-        // See `stream::MAX_CHUNK`: flush every 4 KiB so that a large hydrate does not grow (and keep)
-        // every stream's write buffer.
-        .h1_write_buffer_size(crate::stream::MAX_CHUNK)
-        .listen(listener)?
-        // Signals are handled by `run_until_stopped`: streams must end before actix drains, or every
-        // open stream would hold the drain until the timeout.
-        .disable_signals()
-        .shutdown_timeout(settings.server.shutdown_grace_seconds)
-        .run();
-        Ok(Application { port, server, streaming })
+        let shared = Arc::new(http1::Shared {
+            cache: web::Data::new(cache),
+            streaming: web::Data::new(StreamingState::new(&settings.dataplane)),
+            head_timeout: http1::HEAD_TIMEOUT,
+        });
+        let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);
+        Ok(Application { port, listener, shared, grace })
+    }
+
+    /// How long a request head may take to arrive before the connection is closed (default 5 s; also
+    /// the longest an idle keep-alive connection is kept).
+    pub fn with_head_timeout(mut self, timeout: Duration) -> Application {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.head_timeout = timeout;
+        }
+        self
     }
 
     /// The port the server listens on.
@@ -104,29 +104,17 @@ impl Application {
 
     /// The shared state; [`StreamingState::shutdown`] on it stops the application as SIGTERM would.
     pub fn state(&self) -> web::Data<StreamingState> {
-        self.streaming.clone()
+        self.shared.streaming.clone()
     }
 
     /// Serves until SIGTERM or SIGINT (or [`StreamingState::shutdown`]), then stops: new connections
     /// are refused, every stream ends cleanly (its client reconnects elsewhere with `Last-Event-ID`),
     /// in-flight requests finish within `shutdown_grace_seconds`, and this returns.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let Application { server, streaming, .. } = self;
-        let handle = server.handle();
-        let mut server = std::pin::pin!(server);
-        tokio::select! {
-            result = &mut server => return Ok(result?),
-            () = stop_requested(&streaming) => {}
-        }
-        tracing::info!(
-            streams = streaming.metrics().connections(),
-            "shutting down: ending streams and draining"
-        );
-        // Stop accepting (the command is sent now; the server future carries it out as it is polled
-        // below), end the streams, and let actix drain what is left.
-        drop(handle.stop(true));
-        streaming.shutdown();
-        Ok(server.await?)
+        let Application { listener, shared, grace, .. } = self;
+        let streaming = shared.streaming.clone();
+        http1::serve(listener, shared, stop_requested(&streaming), grace).await;
+        Ok(())
     }
 }
 

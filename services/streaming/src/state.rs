@@ -1,5 +1,5 @@
 //! What every stream shares: the settings, the metrics, the heartbeat and shutdown signal, and the
-//! rendered `hydrate` frames.
+//! rendered `hydrate` and `patch`/`delete` frames.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -25,7 +25,8 @@ pub struct StreamingState {
     signal: Arc<watch::Sender<Signal>>,
     retry_frame: Bytes,
     metrics: Arc<Metrics>,
-    hydrates: HydrateCache,
+    hydrates: FrameCache<Bytes>,
+    changes: FrameCache<Option<(&'static str, Bytes)>>,
 }
 
 /// What the shared signal says: how many heartbeats have ticked, and whether the process is stopping.
@@ -49,7 +50,8 @@ impl StreamingState {
             signal,
             retry_frame: Bytes::from(format!("retry: {}\n\n", settings.retry_ms)),
             metrics: Arc::new(Metrics::new()),
-            hydrates: HydrateCache::default(),
+            hydrates: FrameCache::default(),
+            changes: FrameCache::default(),
         }
     }
 
@@ -95,8 +97,21 @@ impl StreamingState {
         self.retry_frame.clone()
     }
 
-    pub(crate) fn hydrates(&self) -> &HydrateCache {
+    /// The last unfiltered `hydrate` frame of each environment.
+    pub(crate) fn hydrates(&self) -> &FrameCache<Bytes> {
         &self.hydrates
+    }
+
+    /// What unfiltered server streams send for the last change event of each environment (see
+    /// [`sse::change`](crate::sse::change)): rendered once, not once per stream.
+    pub(crate) fn changes(&self) -> &FrameCache<Option<(&'static str, Bytes)>> {
+        &self.changes
+    }
+
+    /// Forgets a deleted environment's frames.
+    pub(crate) fn forget(&self, environment_id: i64) {
+        self.hydrates.forget(environment_id);
+        self.changes.forget(environment_id);
     }
 }
 
@@ -124,16 +139,22 @@ async fn tick(signal: Weak<watch::Sender<Signal>>, every: Duration) {
     }
 }
 
-/// The last rendered unfiltered `hydrate` frame of each environment, so that ten thousand clients
-/// reconnecting at once (a replica restarted) cost one serialisation, not ten thousand.
-#[derive(Default)]
-pub(crate) struct HydrateCache {
-    frames: Mutex<HashMap<i64, (u64, Bytes)>>,
+/// The last rendered frame (of one kind) of each environment, by revision: ten thousand clients
+/// reconnecting at once (a replica restarted) cost one `hydrate` serialisation, not ten thousand, and
+/// a change sent to ten thousand streams is rendered once.
+pub(crate) struct FrameCache<T> {
+    frames: Mutex<HashMap<i64, (u64, T)>>,
 }
 
-impl HydrateCache {
+impl<T> Default for FrameCache<T> {
+    fn default() -> FrameCache<T> {
+        FrameCache { frames: Mutex::default() }
+    }
+}
+
+impl<T: Clone> FrameCache<T> {
     /// The frame of environment `id` at `revision`, rendering it with `render` when it is not cached.
-    pub(crate) fn get_or_render(&self, id: i64, revision: u64, render: impl FnOnce() -> Bytes) -> Bytes {
+    pub(crate) fn get_or_render(&self, id: i64, revision: u64, render: impl FnOnce() -> T) -> T {
         if let Some((cached, frame)) = self.lock().get(&id)
             && *cached == revision
         {
@@ -155,7 +176,7 @@ impl HydrateCache {
         self.lock().remove(&id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (u64, Bytes)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (u64, T)>> {
         // Entries are replaced whole, so a poisoned map is still consistent.
         self.frames.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -333,7 +354,7 @@ mod tests {
 
     #[test]
     fn a_cached_hydrate_is_reused_only_for_its_revision() {
-        let cache = HydrateCache::default();
+        let cache = FrameCache::default();
         let first = cache.get_or_render(1, 5, || Bytes::from_static(b"five"));
         let again = cache.get_or_render(1, 5, || unreachable!("cached"));
         let newer = cache.get_or_render(1, 6, || Bytes::from_static(b"six"));

@@ -1,31 +1,22 @@
 //! One open stream: a small state folded over the cache's change feed, the shared heartbeat and the
-//! shutdown signal. No task and no buffer per connection: actix polls the stream when the socket can
-//! take more, and between events an idle stream is this struct and two parked wakers.
+//! shutdown signal. No task and no buffer per connection: the server polls the stream when the socket
+//! can take more, and between events an idle stream is this struct and two parked wakers.
 
 use std::collections::VecDeque;
-use std::convert::Infallible;
 use std::sync::Arc;
 
 use actix_web::web::{self, Bytes};
-use futures::Stream;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 use vexil_dataplane::{Cache, Change, EnvironmentState};
 use vexil_proto::{ChangeEvent, ItemKind};
 
-use crate::sse;
+use crate::sse::{self, SseBody};
 use crate::state::{Connected, EventKind, Signal, StreamKind, StreamingState};
-
-/// The largest piece of a frame handed to actix at once. actix copies each piece into the
-/// connection's write buffer, which keeps (up to 128 KiB of) whatever capacity it grew to for as long
-/// as the connection lives: a 100 kB hydrate written whole would cost every idle stream 100 kB.
-/// Pieces this size, with the server's `h1_write_buffer_size` at the same figure, keep that buffer at
-/// its initial 8 KiB.
-pub(crate) const MAX_CHUNK: usize = 4096;
 
 /// What a stream does with the changes of its environment. The driver ([`Open`]) handles the rest:
 /// heartbeats, shutdown, environment removal, key re-checks, and lag.
-pub(crate) trait Follower: 'static {
+pub(crate) trait Follower: Send + 'static {
     /// One event applied to the environment (the driver has already checked that it is this
     /// environment's). Push what to send onto `out`.
     fn applied(&mut self, event: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Out);
@@ -133,24 +124,18 @@ impl<F: Follower> Open<F> {
         }
     }
 
-    /// The response body.
-    pub(crate) fn into_body(self) -> impl Stream<Item = Result<Bytes, Infallible>> + 'static {
-        futures::stream::unfold(self, |mut open| async move {
+    /// The response body, for either server.
+    pub(crate) fn into_body(self) -> SseBody {
+        Box::pin(futures::stream::unfold(self, |mut open| async move {
             let chunk = open.next_chunk().await?;
-            Some((Ok(chunk), open))
-        })
+            Some((chunk, open))
+        }))
     }
 
-    /// The next bytes to write; `None` ends the stream.
+    /// The next frame to write (whole); `None` ends the stream.
     pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
-            if let Some(mut chunk) = self.queued.0.pop_front() {
-                if chunk.len() > MAX_CHUNK {
-                    // Zero-copy: the rest stays a view of the same (possibly shared) frame.
-                    let head = chunk.split_to(MAX_CHUNK);
-                    self.queued.0.push_front(chunk);
-                    chunk = head;
-                }
+            if let Some(chunk) = self.queued.0.pop_front() {
                 if self.queued.0.is_empty() && self.queued.0.capacity() > 8 {
                     // A long replay must not leave its queue's allocation to every idle stream.
                     self.queued = Out::default();
@@ -203,7 +188,7 @@ impl<F: Follower> Open<F> {
                 self.follower.restart(&state, &ctx, &mut self.queued);
             }
             Ok(Change::Removed { .. }) => {
-                self.streaming.hydrates().forget(self.environment_id);
+                self.streaming.forget(self.environment_id);
                 return None;
             }
             Err(RecvError::Lagged(missed)) => {
@@ -304,12 +289,13 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_large_frame_is_handed_over_in_pieces_of_at_most_max_chunk() {
+    async fn queued_frames_are_handed_over_whole_and_in_order() {
         let cache = cache(16);
         let streaming = web::Data::new(StreamingState::new(&Default::default()));
-        let large = Bytes::from(vec![b'x'; 2 * MAX_CHUNK + 10]);
+        let large = Bytes::from(vec![b'x'; 100_000]);
         let mut first = Out::default();
         first.push_raw(large.clone());
+        first.push_raw(Bytes::from_static(b"small"));
         let mut open = Open::new(
             Params {
                 kind: StreamKind::Server,
@@ -324,12 +310,7 @@ mod tests {
         );
 
         assert_eq!(open.next_chunk().await.unwrap(), streaming.retry_frame());
-        let pieces = [
-            open.next_chunk().await.unwrap(),
-            open.next_chunk().await.unwrap(),
-            open.next_chunk().await.unwrap(),
-        ];
-        assert_eq!(pieces.each_ref().map(Bytes::len), [MAX_CHUNK, MAX_CHUNK, 10]);
-        assert_eq!(pieces.concat(), large);
+        assert_eq!(open.next_chunk().await.unwrap(), large);
+        assert_eq!(open.next_chunk().await.unwrap(), Bytes::from_static(b"small"));
     }
 }

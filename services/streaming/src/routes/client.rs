@@ -13,8 +13,8 @@ use vexil_model::Context;
 use vexil_proto::ChangeEvent;
 
 use crate::context;
-use crate::routes::{Admission, query};
-use crate::sse;
+use crate::routes::{Admission, StreamRequest, admit, query};
+use crate::sse::{self, SseBody};
 use crate::state::{EventKind, StreamKind, StreamingState};
 use crate::stream::{self, Ctx, Follower, Open, Out, Params};
 
@@ -26,18 +26,26 @@ struct StreamQuery {
 /// Streams evaluated values for one context (client or server keys; either way only flags marked
 /// `client_side`): `values` with every value, then `values` with only the flags whose value or
 /// variation changed for this context, and `delete` for flags it may no longer see.
-#[tracing::instrument(skip_all, fields(environment_id))]
 pub async fn stream_values(
-    admission: Admission,
     req: HttpRequest,
     cache: web::Data<Cache>,
     streaming: web::Data<StreamingState>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = match admission {
+    open(&StreamRequest::of(&req), &cache, &streaming).map(sse::response)
+}
+
+/// [`stream_values`], whichever server asks.
+#[tracing::instrument(skip_all, fields(environment_id))]
+pub(crate) fn open(
+    req: &StreamRequest<'_>,
+    cache: &web::Data<Cache>,
+    streaming: &web::Data<StreamingState>,
+) -> Result<SseBody, ApiError> {
+    let key = match admit(req, cache, streaming)? {
         Admission::Key(key) => key,
         Admission::RetryLater => return Ok(sse::retry_later(streaming.retry_frame())),
     };
-    let params: StreamQuery = query(&req)?;
+    let params: StreamQuery = query(req.query)?;
     let context = match params.context.as_deref() {
         // OpenFeature clients send an empty context when the app gave none; only flags that need a
         // targeting key will say so.
@@ -47,11 +55,11 @@ pub async fn stream_values(
     };
     tracing::Span::current().record("environment_id", key.environment_id);
 
-    let Some(start) = stream::start(&cache, key.environment_id) else {
+    let Some(start) = stream::start(cache, key.environment_id) else {
         return Err(ApiError::new(ErrorCode::Unauthorized, "the SDK key is not valid"));
     };
     let mut first = Out::default();
-    let ctx = Ctx { cache: &cache, streaming: &streaming, environment_id: key.environment_id, live: false };
+    let ctx = Ctx { cache, streaming, environment_id: key.environment_id, live: false };
     let follower = ValueStream::begin(context, Arc::clone(&start.state), &ctx, &mut first);
     let open = Open::new(
         Params {
@@ -59,13 +67,13 @@ pub async fn stream_values(
             environment_id: key.environment_id,
             key: key.presented,
             feed: start.feed,
-            cache,
-            streaming,
+            cache: cache.clone(),
+            streaming: streaming.clone(),
             follower,
         },
         first,
     );
-    Ok(sse::response(open.into_body()))
+    Ok(open.into_body())
 }
 
 /// A client stream: its context, and the environment as last evaluated for it. Holding that state is

@@ -1,31 +1,102 @@
 //! The streaming routes: `/v1/stream` ([`server`]), `/v1/client/stream` ([`client`]),
-//! `/ofrep/v1/stream` ([`ofrep`]), and the probes ([`health`]). What they share — who may open a
-//! stream, and where it resumes from — is here.
+//! `/ofrep/v1/stream` ([`ofrep`]), and the probes ([`health`]).
+//!
+//! Each route is a server-agnostic function — a `StreamRequest` in, a stream of SSE frames or an
+//! [`ApiError`] out — and a thin actix handler over it; the streaming deployment's own HTTP/1.1
+//! server (`crate::http1`) calls the same functions. What the routes share — who may open a stream,
+//! and where it resumes from — is here.
 
 pub mod client;
 pub mod health;
 pub mod ofrep;
 pub mod server;
 
-use std::future::{Ready, ready};
-
-use actix_web::dev::Payload;
-use actix_web::{FromRequest, HttpRequest, web};
+use actix_web::{HttpRequest, web};
 use serde::de::DeserializeOwned;
 use vexil_dataplane::Cache;
 use vexil_http::KeyKind;
 use vexil_http::error::{ApiError, ErrorCode};
 
+use crate::sse::SseBody;
 use crate::state::StreamingState;
 
+/// What a stream route reads from its request, whichever server parsed it: the raw query string and
+/// three header values. A header value is `None` when absent; a value that is not visible ASCII is
+/// `None` for the key headers and `"\u{fffd}"` for `Last-Event-ID` (as actix's `HeaderValue::to_str`
+/// would have it, see [`header_text`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct StreamRequest<'a> {
+    pub(crate) query: &'a str,
+    pub(crate) authorization: Option<&'a str>,
+    pub(crate) api_key: Option<&'a str>,
+    pub(crate) last_event_id: Option<&'a str>,
+}
+
+impl<'a> StreamRequest<'a> {
+    /// The parameters of an actix request.
+    pub(crate) fn of(req: &'a HttpRequest) -> StreamRequest<'a> {
+        let header = |name: &str| req.headers().get(name).map(|value| value.to_str());
+        StreamRequest {
+            query: req.query_string(),
+            authorization: header("authorization").and_then(Result::ok),
+            api_key: header("x-api-key").and_then(Result::ok),
+            last_event_id: header("last-event-id").map(|value| value.unwrap_or("\u{fffd}")),
+        }
+    }
+}
+
+/// A header value as text when it is visible ASCII (or tabs), as `http::HeaderValue::to_str` decides.
+pub(crate) fn header_text(value: &[u8]) -> Option<&str> {
+    let visible = value.iter().all(|&b| (b' '..0x7f).contains(&b) || b == b'\t');
+    // Visible ASCII is UTF-8.
+    visible.then(|| std::str::from_utf8(value).ok()).flatten()
+}
+
+/// The three stream routes, for a server that routes by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamRoute {
+    /// `GET /v1/stream`.
+    Flags,
+    /// `GET /v1/client/stream`.
+    Values,
+    /// `GET /ofrep/v1/stream`.
+    Ofrep,
+}
+
+impl StreamRoute {
+    /// The route at `path` (without the query), if any.
+    pub(crate) fn of_path(path: &str) -> Option<StreamRoute> {
+        match path {
+            "/v1/stream" => Some(StreamRoute::Flags),
+            "/v1/client/stream" => Some(StreamRoute::Values),
+            "/ofrep/v1/stream" => Some(StreamRoute::Ofrep),
+            _ => None,
+        }
+    }
+
+    /// Opens the stream `req` asks for.
+    pub(crate) fn open(
+        self,
+        req: &StreamRequest<'_>,
+        cache: &web::Data<Cache>,
+        streaming: &web::Data<StreamingState>,
+    ) -> Result<SseBody, ApiError> {
+        match self {
+            StreamRoute::Flags => server::open(req, cache, streaming),
+            StreamRoute::Values => client::open(req, cache, streaming),
+            StreamRoute::Ofrep => ofrep::open(req, cache, streaming),
+        }
+    }
+}
+
 /// Who may open a stream: an SDK key the replica knows (from `Authorization: Bearer`, `X-API-Key` or
-/// `?key=`, see [`vexil_http::SdkKey`]) — or nobody yet.
+/// `?key=`, see [`vexil_http::presented_key`]) — or nobody yet.
 ///
 /// A replica that has no data yet, or is shutting down, lets the client in only to tell it to come
 /// back ([`Admission::RetryLater`]): a browser's EventSource gives up for good on a 503, while a 200
 /// stream that ends at once makes it reconnect after the `retry:` hint, to whichever replica is
 /// ready. An unknown key is still a 401 (and that one *should* stop the client).
-pub enum Admission {
+pub(crate) enum Admission {
     /// A valid key.
     Key(StreamKey),
     /// Come back after `retry_ms`.
@@ -33,35 +104,28 @@ pub enum Admission {
 }
 
 /// A key that may open a stream.
-pub struct StreamKey {
+pub(crate) struct StreamKey {
     /// The key's environment.
-    pub environment_id: i64,
+    pub(crate) environment_id: i64,
     /// Server or client.
-    pub kind: KeyKind,
+    pub(crate) kind: KeyKind,
     /// The key as presented, to check it again while the stream is open (rotation, expiry).
-    pub presented: String,
+    pub(crate) presented: String,
 }
 
-impl FromRequest for Admission {
-    type Error = ApiError;
-    type Future = Ready<Result<Admission, ApiError>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(admit(req))
-    }
-}
-
-fn admit(req: &HttpRequest) -> Result<Admission, ApiError> {
-    let missing = |what: &str| ApiError::Unexpected(anyhow::anyhow!("{what} is not registered as app data"));
-    let cache = req.app_data::<web::Data<Cache>>().ok_or_else(|| missing("the data-plane cache"))?;
-    let streaming =
-        req.app_data::<web::Data<StreamingState>>().ok_or_else(|| missing("the streaming state"))?;
+/// Decides who may open a stream (see [`Admission`]).
+pub(crate) fn admit(
+    req: &StreamRequest<'_>,
+    cache: &Cache,
+    streaming: &StreamingState,
+) -> Result<Admission, ApiError> {
     if streaming.is_shutting_down() || !cache.ready() {
         return Ok(Admission::RetryLater);
     }
-    let presented = vexil_http::presented_key(req).ok_or_else(|| {
-        ApiError::new(ErrorCode::Unauthorized, "send an SDK key: Authorization: Bearer <key>, or ?key=")
-    })?;
+    let presented =
+        vexil_http::presented_key_in(req.authorization, req.api_key, req.query).ok_or_else(|| {
+            ApiError::new(ErrorCode::Unauthorized, "send an SDK key: Authorization: Bearer <key>, or ?key=")
+        })?;
     let found = cache
         .authenticate(&presented)
         .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "the SDK key is not valid"))?;
@@ -81,9 +145,9 @@ pub enum LastEventId {
 }
 
 impl LastEventId {
-    /// Reads it from the header, else from `query` (the `lastEventId` parameter).
-    pub fn of(req: &HttpRequest, query: Option<&str>) -> LastEventId {
-        let header = req.headers().get("last-event-id").map(|value| value.to_str().unwrap_or("\u{fffd}"));
+    /// Reads it from the header (`header`, see [`StreamRequest::last_event_id`]), else from `query`
+    /// (the `lastEventId` parameter).
+    pub(crate) fn of(header: Option<&str>, query: Option<&str>) -> LastEventId {
         // An empty header is what a client sends before it has seen an id.
         match header.or(query).map(str::trim).filter(|id| !id.is_empty()) {
             None => LastEventId::Absent,
@@ -93,8 +157,8 @@ impl LastEventId {
 }
 
 /// Parses the query string; a malformed one is a 400 problem.
-fn query<T: DeserializeOwned>(req: &HttpRequest) -> Result<T, ApiError> {
-    web::Query::<T>::from_query(req.query_string())
+fn query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
+    web::Query::<T>::from_query(query)
         .map(web::Query::into_inner)
         .map_err(|error| ApiError::new(ErrorCode::InvalidParameter, format!("invalid query: {error}")))
 }
@@ -105,16 +169,37 @@ mod tests {
 
     use super::*;
 
+    fn last_event_id(req: &HttpRequest, query: Option<&str>) -> LastEventId {
+        LastEventId::of(StreamRequest::of(req).last_event_id, query)
+    }
+
     #[test]
     fn the_last_event_id_header_wins_over_the_query_and_garbage_is_invalid() {
         let req = TestRequest::default().insert_header(("Last-Event-ID", "42")).to_http_request();
-        assert_eq!(LastEventId::of(&req, Some("7")), LastEventId::Revision(42));
+        assert_eq!(last_event_id(&req, Some("7")), LastEventId::Revision(42));
         let req = TestRequest::default().to_http_request();
-        assert_eq!(LastEventId::of(&req, Some("7")), LastEventId::Revision(7));
-        assert_eq!(LastEventId::of(&req, None), LastEventId::Absent);
-        assert_eq!(LastEventId::of(&req, Some(" ")), LastEventId::Absent);
-        assert_eq!(LastEventId::of(&req, Some("-1")), LastEventId::Invalid);
+        assert_eq!(last_event_id(&req, Some("7")), LastEventId::Revision(7));
+        assert_eq!(last_event_id(&req, None), LastEventId::Absent);
+        assert_eq!(last_event_id(&req, Some(" ")), LastEventId::Absent);
+        assert_eq!(last_event_id(&req, Some("-1")), LastEventId::Invalid);
         let req = TestRequest::default().insert_header(("Last-Event-ID", "abc")).to_http_request();
-        assert_eq!(LastEventId::of(&req, None), LastEventId::Invalid);
+        assert_eq!(last_event_id(&req, None), LastEventId::Invalid);
+        let req = TestRequest::default()
+            .insert_header((
+                "Last-Event-ID",
+                actix_web::http::header::HeaderValue::from_bytes(b"4\xe92").unwrap(),
+            ))
+            .to_http_request();
+        assert_eq!(last_event_id(&req, Some("7")), LastEventId::Invalid, "a header that is not text");
+    }
+
+    #[test]
+    fn header_text_accepts_what_header_value_to_str_accepts() {
+        for value in [&b"Bearer vxs_1"[..], b"a\tb", b"", b"caf\xc3\xa9", b"a\x7fb", b"\x01", b"~ !"] {
+            let expected = actix_web::http::header::HeaderValue::from_bytes(value)
+                .ok()
+                .and_then(|value| value.to_str().ok().map(str::to_owned));
+            assert_eq!(header_text(value).map(str::to_owned), expected, "{value:?}");
+        }
     }
 }

@@ -7,8 +7,8 @@ use vexil_dataplane::{Cache, EnvironmentState};
 use vexil_http::error::{ApiError, ErrorCode};
 use vexil_proto::{ChangeEvent, ItemKind};
 
-use crate::routes::{Admission, LastEventId, query};
-use crate::sse;
+use crate::routes::{Admission, LastEventId, StreamRequest, admit, query};
+use crate::sse::{self, SseBody};
 use crate::state::{EventKind, StreamKind, StreamingState};
 use crate::stream::{self, Ctx, Follower, Open, Out, Params};
 
@@ -22,26 +22,34 @@ struct StreamQuery {
 /// segment of the key's environment changes (client or server keys). Nothing is sent at connect: the
 /// provider has just evaluated. A reconnecting client (`Last-Event-ID`) that missed a change gets one
 /// `message` at once.
-#[tracing::instrument(skip_all, fields(environment_id))]
 pub async fn stream_ofrep_changes(
-    admission: Admission,
     req: HttpRequest,
     cache: web::Data<Cache>,
     streaming: web::Data<StreamingState>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = match admission {
+    open(&StreamRequest::of(&req), &cache, &streaming).map(sse::response)
+}
+
+/// [`stream_ofrep_changes`], whichever server asks.
+#[tracing::instrument(skip_all, fields(environment_id))]
+pub(crate) fn open(
+    req: &StreamRequest<'_>,
+    cache: &web::Data<Cache>,
+    streaming: &web::Data<StreamingState>,
+) -> Result<SseBody, ApiError> {
+    let key = match admit(req, cache, streaming)? {
         Admission::Key(key) => key,
         Admission::RetryLater => return Ok(sse::retry_later(streaming.retry_frame())),
     };
-    let params: StreamQuery = query(&req)?;
-    let last_event_id = LastEventId::of(&req, params.last_event_id.as_deref());
+    let params: StreamQuery = query(req.query)?;
+    let last_event_id = LastEventId::of(req.last_event_id, params.last_event_id.as_deref());
     tracing::Span::current().record("environment_id", key.environment_id);
 
-    let Some(start) = stream::start(&cache, key.environment_id) else {
+    let Some(start) = stream::start(cache, key.environment_id) else {
         return Err(ApiError::new(ErrorCode::Unauthorized, "the SDK key is not valid"));
     };
     let mut first = Out::default();
-    let ctx = Ctx { cache: &cache, streaming: &streaming, environment_id: key.environment_id, live: false };
+    let ctx = Ctx { cache, streaming, environment_id: key.environment_id, live: false };
     let revision = start.state.revision();
     if last_event_id != LastEventId::Absent && last_event_id != LastEventId::Revision(revision) {
         // Whatever the client missed while it was away (or an id this replica cannot place): one
@@ -54,13 +62,13 @@ pub async fn stream_ofrep_changes(
             environment_id: key.environment_id,
             key: key.presented,
             feed: start.feed,
-            cache,
-            streaming,
+            cache: cache.clone(),
+            streaming: streaming.clone(),
             follower: ChangeStream { last: revision },
         },
         first,
     );
-    Ok(sse::response(open.into_body()))
+    Ok(open.into_body())
 }
 
 fn out_refetch(out: &mut Out, ctx: &Ctx<'_>, revision: u64, committed_at_ms: i64) {

@@ -6,10 +6,10 @@ use serde::Deserialize;
 use vexil_dataplane::{Cache, EnvironmentState};
 use vexil_http::KeyKind;
 use vexil_http::error::{ApiError, ErrorCode};
-use vexil_proto::ChangeEvent;
+use vexil_proto::{ChangeEvent, ItemKind};
 
-use crate::routes::{Admission, LastEventId, query};
-use crate::sse;
+use crate::routes::{Admission, LastEventId, StreamRequest, admit, query};
+use crate::sse::{self, SseBody};
 use crate::state::{EventKind, StreamKind, StreamingState};
 use crate::stream::{self, Ctx, Follower, Open, Out, Params};
 
@@ -26,14 +26,22 @@ struct StreamQuery {
 /// Streams the environment's flag configurations (server keys only): `hydrate`, then `patch` and
 /// `delete` per change, each with `id` = the environment's revision. Resumes from `Last-Event-ID` by
 /// replaying only the missed events when this replica still has them. `?prefix=` narrows the flags.
-#[tracing::instrument(skip_all, fields(environment_id, prefix, last_event_id))]
 pub async fn stream_flags(
-    admission: Admission,
     req: HttpRequest,
     cache: web::Data<Cache>,
     streaming: web::Data<StreamingState>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = match admission {
+    open(&StreamRequest::of(&req), &cache, &streaming).map(sse::response)
+}
+
+/// [`stream_flags`], whichever server asks.
+#[tracing::instrument(skip_all, fields(environment_id, prefix, last_event_id))]
+pub(crate) fn open(
+    req: &StreamRequest<'_>,
+    cache: &web::Data<Cache>,
+    streaming: &web::Data<StreamingState>,
+) -> Result<SseBody, ApiError> {
+    let key = match admit(req, cache, streaming)? {
         Admission::Key(key) => key,
         Admission::RetryLater => return Ok(sse::retry_later(streaming.retry_frame())),
     };
@@ -43,21 +51,21 @@ pub async fn stream_flags(
             "the flag stream needs a server key; client keys use /v1/client/stream",
         ));
     }
-    let params: StreamQuery = query(&req)?;
+    let params: StreamQuery = query(req.query)?;
     let prefix = parse_prefix(params.prefix)?;
-    let last_event_id = LastEventId::of(&req, params.last_event_id.as_deref());
+    let last_event_id = LastEventId::of(req.last_event_id, params.last_event_id.as_deref());
     let span = tracing::Span::current();
     span.record("environment_id", key.environment_id);
     span.record("prefix", prefix.as_deref());
     span.record("last_event_id", tracing::field::debug(last_event_id));
 
-    let Some(start) = stream::start(&cache, key.environment_id) else {
+    let Some(start) = stream::start(cache, key.environment_id) else {
         // Deleted since the key was checked.
         return Err(ApiError::new(ErrorCode::Unauthorized, "the SDK key is not valid"));
     };
-    let mut follower = FlagStream { prefix, last_sent: 0 };
+    let mut follower = FlagStream { prefix, selected: Vec::new(), last_sent: 0 };
     let mut first = Out::default();
-    let ctx = Ctx { cache: &cache, streaming: &streaming, environment_id: key.environment_id, live: false };
+    let ctx = Ctx { cache, streaming, environment_id: key.environment_id, live: false };
     follower.begin(&start.state, last_event_id, &ctx, &mut first);
     tracing::debug!(revision = start.state.revision(), "flag stream opened");
     let open = Open::new(
@@ -66,13 +74,13 @@ pub async fn stream_flags(
             environment_id: key.environment_id,
             key: key.presented,
             feed: start.feed,
-            cache,
-            streaming,
+            cache: cache.clone(),
+            streaming: streaming.clone(),
             follower,
         },
         first,
     );
-    Ok(sse::response(open.into_body()))
+    Ok(open.into_body())
 }
 
 fn parse_prefix(prefix: Option<String>) -> Result<Option<Box<str>>, ApiError> {
@@ -97,6 +105,9 @@ fn parse_prefix(prefix: Option<String>) -> Result<Option<Box<str>>, ApiError> {
 /// the next event's id jumps over them.
 struct FlagStream {
     prefix: Option<Box<str>>,
+    /// With a prefix: the keys this stream's client holds, sorted — the prefix's flags and the
+    /// prerequisites they reach (which may lie outside the prefix). Empty without a prefix.
+    selected: Vec<Box<str>>,
     last_sent: u64,
 }
 
@@ -111,6 +122,11 @@ impl FlagStream {
             && let Some(events) = ctx.cache.events_since(state.id(), revision)
         {
             self.last_sent = revision;
+            if let Some(prefix) = &self.prefix {
+                // What the client holds is not known exactly; the current selection is the best guess,
+                // and a replayed change that needs more starts over with a hydrate.
+                self.selected = selection(state, prefix);
+            }
             for event in &events {
                 self.applied(event, ctx, out);
             }
@@ -125,11 +141,47 @@ impl FlagStream {
                 .streaming
                 .hydrates()
                 .get_or_render(state.id(), state.revision(), || sse::hydrate(state, None)),
-            Some(prefix) => sse::hydrate(state, Some(prefix)),
+            Some(prefix) => {
+                self.selected = selection(state, prefix);
+                sse::hydrate(state, Some(prefix))
+            }
         };
         self.last_sent = state.revision();
         out.event(ctx, EventKind::Hydrate, frame);
     }
+
+    /// A flag event on a prefix stream: whether to send it, or to start over with a `hydrate` because
+    /// the flags the client needs grew (a flag of the prefix gained a prerequisite it does not have).
+    fn narrowed(&mut self, event: &ChangeEvent, prefix: &str, ctx: &Ctx<'_>) -> Narrowed {
+        let Some(state) = ctx.cache.environment(ctx.environment_id) else { return Narrowed::Skip };
+        let now = selection(&state, prefix);
+        let held = |key: &str| self.selected.binary_search_by(|held| (**held).cmp(key)).is_ok();
+        if now.iter().any(|key| !held(key)) {
+            return Narrowed::Hydrate(state);
+        }
+        let send = held(&event.key) || now.binary_search_by(|key| (**key).cmp(&event.key)).is_ok();
+        self.selected = now;
+        if send { Narrowed::Send } else { Narrowed::Skip }
+    }
+}
+
+/// What a prefix stream does with a flag event.
+enum Narrowed {
+    Send,
+    Skip,
+    Hydrate(std::sync::Arc<EnvironmentState>),
+}
+
+/// The sorted keys of the flags a `prefix` stream carries: the prefix's and their prerequisites.
+fn selection(state: &EnvironmentState, prefix: &str) -> Vec<Box<str>> {
+    let mut keys: Vec<Box<str>> = state
+        .compiled()
+        .selected_with_prerequisites(|flag| flag.key().as_str().starts_with(prefix))
+        .into_iter()
+        .map(|flag| flag.key().as_str().into())
+        .collect();
+    keys.sort_unstable();
+    keys
 }
 
 impl Follower for FlagStream {
@@ -138,7 +190,23 @@ impl Follower for FlagStream {
             return;
         }
         self.last_sent = event.revision;
-        if let Some((name, frame)) = sse::change(event, self.prefix.as_deref()) {
+        let rendered = match self.prefix.clone() {
+            // What every unfiltered stream of the environment sends: rendered once.
+            None => ctx
+                .streaming
+                .changes()
+                .get_or_render(ctx.environment_id, event.revision, || sse::change(event)),
+            Some(prefix) if event.item() == ItemKind::Flag => match self.narrowed(event, &prefix, ctx) {
+                Narrowed::Send => sse::change(event),
+                Narrowed::Skip => None,
+                Narrowed::Hydrate(state) => {
+                    self.hydrate(&state, ctx, out);
+                    return;
+                }
+            },
+            Some(_) => sse::change(event),
+        };
+        if let Some((name, frame)) = rendered {
             let kind = if name == "delete" { EventKind::Delete } else { EventKind::Patch };
             out.delivery(ctx, kind, frame, event.committed_at_ms);
         }

@@ -40,32 +40,34 @@ async fn values_of_client_side_flags_are_sent_without_rules() {
     assert!(!text.contains("germany") && !text.contains("internal"), "no rules, no other flags: {text}");
 }
 
-#[tokio::test]
-async fn after_a_change_only_the_values_that_changed_for_the_context_are_sent() {
-    let app = spawn_app().await;
-    app.create_flag("banner", true).await;
-    let mut stream = app.open(&path(&app.production.client, &json!({"targetingKey": "user-1"})), &[]).await;
-    let full = stream.event().await;
-    assert_eq!(full.data["flags"].as_object().unwrap().len(), 2);
+both_paths! {
+    async fn after_a_change_only_the_values_that_changed_for_the_context_are_sent(serving: Serving) {
+        let app = spawn_app_on(serving).await;
+        app.create_flag("banner", true).await;
+        let context = json!({"targetingKey": "user-1"});
+        let mut stream = app.open(&path(&app.production.client, &context), &[]).await;
+        let full = stream.event().await;
+        assert_eq!(full.data["flags"].as_object().unwrap().len(), 2);
 
-    let toggled = app.toggle("checkout", true).await;
-    // On, but serving user-1 (no country) the same `false` as before: nothing to send.
-    let unchanged = app.configure("banner", germany_only()).await;
-    let toggled_again = app.toggle("checkout", false).await;
+        let toggled = app.toggle("checkout", true).await;
+        // On, but serving user-1 (no country) the same `false` as before: nothing to send.
+        let unchanged = app.configure("banner", germany_only()).await;
+        let toggled_again = app.toggle("checkout", false).await;
 
-    let first = stream.event().await;
-    assert_eq!(first.id, Some(toggled));
-    assert_eq!(
-        first.data,
-        json!({"revision": toggled, "full": false,
-               "flags": {"checkout": {"value": true, "variation": 0, "variant": "on", "reason": "FALLTHROUGH"}}})
-    );
-    let second = stream.event().await;
-    assert_eq!(second.id, Some(toggled_again), "nothing was sent for revision {unchanged}");
-    assert_eq!(
-        second.data["flags"],
-        json!({"checkout": {"value": false, "variation": 1, "variant": "off", "reason": "OFF"}})
-    );
+        let first = stream.event().await;
+        assert_eq!(first.id, Some(toggled));
+        assert_eq!(
+            first.data,
+            json!({"revision": toggled, "full": false, "flags": {"checkout":
+                   {"value": true, "variation": 0, "variant": "on", "reason": "FALLTHROUGH"}}})
+        );
+        let second = stream.event().await;
+        assert_eq!(second.id, Some(toggled_again), "nothing was sent for revision {unchanged}");
+        assert_eq!(
+            second.data["flags"],
+            json!({"checkout": {"value": false, "variation": 1, "variant": "off", "reason": "OFF"}})
+        );
+    }
 }
 
 #[tokio::test]

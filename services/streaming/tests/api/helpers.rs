@@ -1,5 +1,7 @@
 //! `spawn_app()`: the streaming service on a free port, over a cache filled from a real control-plane
-//! store (PostgreSQL); an SSE reader over reqwest; the npm `eventsource` client.
+//! store (PostgreSQL) — on its own server (`Application`) or, with [`Serving::Actix`], as the actix
+//! routes standalone mode embeds (`configure`); an SSE reader over reqwest; a raw TCP client; the npm
+//! `eventsource` client.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
@@ -7,14 +9,16 @@ use std::process::Stdio;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use actix_web::web;
+use actix_web::{App, HttpResponse, HttpServer, web};
 use futures::{Stream, StreamExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader, Lines};
+use tokio::net::TcpStream;
 use tokio::process::{Child, ChildStdout, Command};
 use tokio::task::JoinHandle;
 use vexil_config::Settings;
 use vexil_dataplane::{ApplyOutcome, Cache, CacheOptions};
+use vexil_http::error::{ApiError, ErrorCode};
 use vexil_model::{EnvironmentKey, Flag, FlagConfigSpec, FlagKey, ProjectKey, Segment};
 use vexil_store::{Actor, NewSdkKeys, Store};
 use vexil_streaming::{Application, StreamingState};
@@ -28,18 +32,62 @@ static LOGGING: LazyLock<()> = LazyLock::new(|| {
     }
 });
 
+/// Which server serves the routes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Serving {
+    /// `Application`: the streaming deployment's own HTTP/1.1 server.
+    #[default]
+    Lean,
+    /// The actix routes of `configure` and `configure_probes` (what standalone mode embeds), on an
+    /// actix `HttpServer` set up as standalone sets it up.
+    Actix,
+}
+
+/// Runs each test against both serving paths, as `<test>::lean` and `<test>::actix`: the same
+/// routes, so the same behaviour, whichever server carries them.
+macro_rules! both_paths {
+    ($($(#[$meta:meta])* async fn $name:ident($serving:ident: Serving) $body:block)*) => {$(
+        $(#[$meta])*
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn lean() {
+                run(Serving::Lean).await
+            }
+
+            #[tokio::test]
+            async fn actix() {
+                run(Serving::Actix).await
+            }
+
+            async fn run($serving: Serving) $body
+        }
+    )*};
+}
+pub(crate) use both_paths;
+
 /// How to build the app.
 #[derive(Debug, Clone, Copy)]
 pub struct Options {
     pub heartbeat_seconds: u64,
     pub retry_ms: u64,
     pub ring_capacity: usize,
+    pub serving: Serving,
+    /// The lean server's head timeout (`Application::with_head_timeout`); `None`: its default.
+    pub head_timeout: Option<Duration>,
 }
 
 impl Default for Options {
     fn default() -> Options {
         // A heartbeat slow enough not to clutter the tests that do not look for it.
-        Options { heartbeat_seconds: 60, retry_ms: 200, ring_capacity: 1024 }
+        Options {
+            heartbeat_seconds: 60,
+            retry_ms: 200,
+            ring_capacity: 1024,
+            serving: Serving::Lean,
+            head_timeout: None,
+        }
     }
 }
 
@@ -60,6 +108,11 @@ pub struct TestApp {
 
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(Options::default()).await
+}
+
+/// [`spawn_app`] on one of the serving paths.
+pub async fn spawn_app_on(serving: Serving) -> TestApp {
+    spawn_app_with(Options { serving, ..Options::default() }).await
 }
 
 /// Project `shop` with flag `checkout` (boolean, client-side, off in every environment), loaded
@@ -111,10 +164,59 @@ async fn launch(
     settings.server.port = port;
     settings.dataplane.heartbeat_seconds = options.heartbeat_seconds;
     settings.dataplane.retry_ms = options.retry_ms;
-    let application = Application::build(settings, cache.clone()).await.expect("build");
+    if options.serving == Serving::Actix {
+        return launch_actix(cache, settings);
+    }
+    let mut application = Application::build(settings, cache.clone()).await.expect("build");
+    if let Some(timeout) = options.head_timeout {
+        application = application.with_head_timeout(timeout);
+    }
     let port = application.port();
     let streaming = application.state();
     (port, streaming, tokio::spawn(application.run_until_stopped()))
+}
+
+/// The routes on actix, as standalone mode serves them (`vexil/src/standalone.rs`): shared `Data`,
+/// 4 KiB write buffers, and streams ended before the server drains.
+fn launch_actix(
+    cache: &Cache,
+    settings: Settings,
+) -> (u16, web::Data<StreamingState>, JoinHandle<anyhow::Result<()>>) {
+    let listener =
+        std::net::TcpListener::bind((settings.server.host.as_str(), settings.server.port)).expect("bind");
+    let port = listener.local_addr().unwrap().port();
+    let streaming = web::Data::new(StreamingState::new(&settings.dataplane));
+    let cache = web::Data::new(cache.clone());
+    let app_streaming = streaming.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(cache.clone())
+            .app_data(app_streaming.clone())
+            .configure(vexil_streaming::configure_probes)
+            .configure(vexil_streaming::configure)
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError::new(ErrorCode::NotFound, "no such route"))
+            }))
+    })
+    .workers(1)
+    .h1_write_buffer_size(4096)
+    .listen(listener)
+    .expect("listen")
+    .disable_signals()
+    .shutdown_timeout(settings.server.shutdown_grace_seconds)
+    .run();
+    let handle = server.handle();
+    let state = streaming.clone();
+    let task = tokio::spawn(async move {
+        let mut server = std::pin::pin!(server);
+        tokio::select! {
+            result = &mut server => return Ok(result?),
+            () = state.stopped() => {}
+        }
+        drop(handle.stop(true));
+        Ok(server.await?)
+    });
+    (port, streaming, task)
 }
 
 impl TestApp {
@@ -124,6 +226,14 @@ impl TestApp {
         let (_, streaming, server) = launch(&self.cache, self.options, self.port).await;
         self.streaming = streaming;
         self.server = Some(server);
+    }
+
+    /// A second server over the same cache, on a free port: its port, its state, and its task.
+    pub async fn serve_also(
+        &self,
+        serving: Serving,
+    ) -> (u16, web::Data<StreamingState>, JoinHandle<anyhow::Result<()>>) {
+        launch(&self.cache, Options { serving, ..self.options }, 0).await
     }
 
     /// Shuts the service down the way SIGTERM does and waits for `run_until_stopped` to return.
@@ -413,6 +523,75 @@ fn parse_block(block: &str) -> Vec<Sse> {
         assert!(data.is_empty(), "data without an event name in {block:?}");
     }
     items
+}
+
+/// A bare TCP connection to the service, for what an HTTP client library hides: framing, keep-alive,
+/// malformed requests, disconnects.
+pub struct RawClient {
+    pub stream: TcpStream,
+    /// Everything read so far.
+    pub received: Vec<u8>,
+}
+
+impl RawClient {
+    pub async fn connect(port: u16) -> RawClient {
+        let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        RawClient { stream, received: Vec::new() }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).await.expect("send");
+    }
+
+    /// Reads until `done(received)` holds; `false` if the connection ended first. Panics after
+    /// `DEADLINE`.
+    pub async fn read_until(&mut self, done: impl Fn(&[u8]) -> bool) -> bool {
+        let read = async {
+            let mut buf = [0u8; 4096];
+            while !done(&self.received) {
+                match self.stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                }
+            }
+            true
+        };
+        tokio::time::timeout(DEADLINE, read).await.expect("read within the deadline")
+    }
+
+    /// Reads until the server closes the connection; panics after `DEADLINE`.
+    pub async fn read_to_end(&mut self) {
+        self.read_until(|_| false).await;
+    }
+
+    /// Whether `received` holds `needle`.
+    pub fn has(&self, needle: &str) -> bool {
+        contains(&self.received, needle.as_bytes())
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.received).into_owned()
+    }
+}
+
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|window| window == needle)
+}
+
+/// The answers in `bytes`, one after the other: each head's lines, and its `Content-Length` body.
+pub fn responses(mut bytes: &[u8]) -> Vec<(Vec<String>, Vec<u8>)> {
+    let mut out = Vec::new();
+    while let Some(end) = bytes.windows(4).position(|w| w == b"\r\n\r\n") {
+        let head: Vec<String> =
+            std::str::from_utf8(&bytes[..end]).unwrap().split("\r\n").map(str::to_owned).collect();
+        let length = head
+            .iter()
+            .find_map(|line| line.strip_prefix("content-length: "))
+            .map_or(0, |length| length.parse().unwrap());
+        out.push((head, bytes[end + 4..end + 4 + length].to_vec()));
+        bytes = &bytes[end + 4 + length..];
+    }
+    out
 }
 
 /// The npm `eventsource` client (tests/clients/sse_client.mjs) as a child process.

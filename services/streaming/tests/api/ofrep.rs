@@ -10,20 +10,21 @@ fn now_seconds() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
-#[tokio::test]
-async fn a_change_sends_a_refetch_message_and_a_connect_sends_nothing() {
-    let app = spawn_app().await;
-    let mut stream = app.open(&format!("/ofrep/v1/stream?key={}", app.production.client), &[]).await;
-    assert!(stream.stays_quiet(Duration::from_millis(300)).await);
+both_paths! {
+    async fn a_change_sends_a_refetch_message_and_a_connect_sends_nothing(serving: Serving) {
+        let app = spawn_app_on(serving).await;
+        let mut stream = app.open(&format!("/ofrep/v1/stream?key={}", app.production.client), &[]).await;
+        assert!(stream.stays_quiet(Duration::from_millis(300)).await);
 
-    let revision = app.toggle("checkout", true).await;
+        let revision = app.toggle("checkout", true).await;
 
-    let message = stream.event().await;
-    assert_eq!((message.name.as_str(), message.id), ("message", Some(revision)));
-    assert_eq!(message.data["type"], "refetchEvaluation");
-    assert_eq!(message.data["etag"], json!(format!("\"{revision}\"")));
-    let last_modified = message.data["lastModified"].as_i64().expect("unix seconds");
-    assert!((now_seconds() - last_modified).abs() < 60, "{last_modified} is about now");
+        let message = stream.event().await;
+        assert_eq!((message.name.as_str(), message.id), ("message", Some(revision)));
+        assert_eq!(message.data["type"], "refetchEvaluation");
+        assert_eq!(message.data["etag"], json!(format!("\"{revision}\"")));
+        let last_modified = message.data["lastModified"].as_i64().expect("unix seconds");
+        assert!((now_seconds() - last_modified).abs() < 60, "{last_modified} is about now");
+    }
 }
 
 #[tokio::test]

@@ -15,61 +15,64 @@ fn flag_keys(hydrate: &Event) -> Vec<&str> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_stream_starts_with_a_retry_hint_then_a_hydrate_of_the_environment() {
-    let app = spawn_app().await;
-    let revision = app.revision("production").await;
+both_paths! {
+    async fn a_stream_starts_with_a_retry_hint_then_a_hydrate_of_the_environment(serving: Serving) {
+        let app = spawn_app_on(serving).await;
+        let revision = app.revision("production").await;
 
-    let mut stream = app.open_flags("", &[("Accept-Encoding", "gzip")]).await;
+        let mut stream = app.open_flags("", &[("Accept-Encoding", "gzip")]).await;
 
-    assert_eq!(stream.headers["cache-control"], "no-cache");
-    assert_eq!(stream.headers["x-accel-buffering"], "no");
-    assert_ne!(stream.headers.get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
-    assert_eq!(stream.next().await, Some(Sse::Retry(app.options.retry_ms)));
-    let hydrate = stream.event().await;
-    assert_eq!(hydrate.name, "hydrate");
-    assert_eq!(hydrate.id, Some(revision));
-    assert_eq!(hydrate.data["revision"], json!(revision));
-    assert_eq!(flag_keys(&hydrate), ["checkout"]);
-    assert_eq!(hydrate.data["flags"][0]["config"]["on"], json!(false));
-    assert_eq!(hydrate.data["flags"][0]["flag"]["variations"][0]["name"], json!("on"));
-    assert_eq!(hydrate.data["segments"], json!([]));
-}
-
-#[tokio::test]
-async fn a_large_hydrate_arrives_whole() {
-    let app = spawn_app().await;
-    let keys: Vec<String> = (0..60).map(|i| format!("flag-{i:02}")).collect();
-    for key in &keys {
-        app.store.create_flag(&actor(), &project(), boolean_flag(key, false)).await.expect("create flag");
+        assert_eq!(stream.headers["cache-control"], "no-cache");
+        assert_eq!(stream.headers["x-accel-buffering"], "no");
+        assert_ne!(stream.headers.get("content-encoding").map(|v| v.to_str().unwrap()), Some("gzip"));
+        assert_eq!(stream.next().await, Some(Sse::Retry(app.options.retry_ms)));
+        let hydrate = stream.event().await;
+        assert_eq!(hydrate.name, "hydrate");
+        assert_eq!(hydrate.id, Some(revision));
+        assert_eq!(hydrate.data["revision"], json!(revision));
+        assert_eq!(flag_keys(&hydrate), ["checkout"]);
+        assert_eq!(hydrate.data["flags"][0]["config"]["on"], json!(false));
+        assert_eq!(hydrate.data["flags"][0]["flag"]["variations"][0]["name"], json!("on"));
+        assert_eq!(hydrate.data["segments"], json!([]));
     }
-    app.sync().await;
-
-    let mut stream = app.open_flags("", &[]).await;
-
-    let hydrate = stream.event().await;
-    assert!(hydrate.data.to_string().len() > 3 * 4096, "large enough to be sent in pieces");
-    assert_eq!(flag_keys(&hydrate).len(), 61);
-    assert_eq!(flag_keys(&hydrate)[..2], ["checkout", "flag-00"]);
 }
 
-#[tokio::test]
-async fn a_toggle_is_a_patch_whose_id_is_the_new_revision() {
-    let app = spawn_app().await;
-    let mut stream = app.open_flags("", &[]).await;
-    let hydrate = stream.event().await;
+both_paths! {
+    async fn a_large_hydrate_arrives_whole(serving: Serving) {
+        let app = spawn_app_on(serving).await;
+        let keys: Vec<String> = (0..60).map(|i| format!("flag-{i:02}")).collect();
+        for key in &keys {
+            app.store.create_flag(&actor(), &project(), boolean_flag(key, false)).await.expect("create flag");
+        }
+        app.sync().await;
 
-    let revision = app.toggle("checkout", true).await;
+        let mut stream = app.open_flags("", &[]).await;
 
-    let patch = stream.event().await;
-    assert_eq!(patch.name, "patch");
-    assert_eq!(patch.id, Some(revision));
-    assert_eq!(revision, hydrate.id.unwrap() + 1);
-    assert_eq!(patch.data["kind"], "flag");
-    assert_eq!(patch.data["key"], "checkout");
-    assert_eq!(patch.data["flag"], hydrate.data["flags"][0]["flag"]);
-    assert_eq!(patch.data["config"]["on"], json!(true));
-    assert_eq!(patch.data.as_object().unwrap().len(), 4, "kind, key, flag, config: {}", patch.data);
+        let hydrate = stream.event().await;
+        assert!(hydrate.data.to_string().len() > 3 * 4096, "large enough to be sent in pieces");
+        assert_eq!(flag_keys(&hydrate).len(), 61);
+        assert_eq!(flag_keys(&hydrate)[..2], ["checkout", "flag-00"]);
+    }
+}
+
+both_paths! {
+    async fn a_toggle_is_a_patch_whose_id_is_the_new_revision(serving: Serving) {
+        let app = spawn_app_on(serving).await;
+        let mut stream = app.open_flags("", &[]).await;
+        let hydrate = stream.event().await;
+
+        let revision = app.toggle("checkout", true).await;
+
+        let patch = stream.event().await;
+        assert_eq!(patch.name, "patch");
+        assert_eq!(patch.id, Some(revision));
+        assert_eq!(revision, hydrate.id.unwrap() + 1);
+        assert_eq!(patch.data["kind"], "flag");
+        assert_eq!(patch.data["key"], "checkout");
+        assert_eq!(patch.data["flag"], hydrate.data["flags"][0]["flag"]);
+        assert_eq!(patch.data["config"]["on"], json!(true));
+        assert_eq!(patch.data.as_object().unwrap().len(), 4, "kind, key, flag, config: {}", patch.data);
+    }
 }
 
 #[tokio::test]
@@ -112,6 +115,40 @@ async fn a_prefix_narrows_the_hydrate_and_the_changes_and_ids_jump_over_what_is_
 }
 
 #[tokio::test]
+async fn a_prefix_brings_its_prerequisites_and_starts_over_when_it_needs_a_new_one() {
+    let app = spawn_app().await;
+    app.create_flag("gate", false).await;
+    app.create_flag("other", false).await;
+    app.create_flag("search.new", false).await;
+    app.create_flag("search.old", false).await;
+    let requires = |key: &str| {
+        json!({"on": true, "off_variation": 1, "fallthrough": {"variation": 0},
+               "prerequisites": [{"key": key, "variation": 0}]})
+    };
+    app.configure("search.new", requires("gate")).await;
+
+    let mut stream = app.open_flags("&prefix=search.", &[]).await;
+    let hydrate = stream.event().await;
+    assert_eq!(flag_keys(&hydrate), ["gate", "search.new", "search.old"], "the prerequisite comes along");
+
+    // A change to the prerequisite is the client's business too; one to an unrelated flag is not.
+    app.toggle("other", true).await;
+    let gate = app.toggle("gate", true).await;
+    let patch = stream.event().await;
+    assert_eq!(
+        (patch.name.as_str(), patch.data["key"].as_str(), patch.id),
+        ("patch", Some("gate"), Some(gate))
+    );
+
+    // `search.old` now needs `other`, which the client never got: a patch would leave it unable to
+    // evaluate `search.old`, so the stream starts over.
+    let revision = app.configure("search.old", requires("other")).await;
+    let again = stream.event().await;
+    assert_eq!((again.name.as_str(), again.id), ("hydrate", Some(revision)));
+    assert_eq!(flag_keys(&again), ["gate", "other", "search.new", "search.old"]);
+}
+
+#[tokio::test]
 async fn a_prefix_with_characters_no_flag_key_has_is_a_400_problem() {
     let app = spawn_app().await;
 
@@ -126,31 +163,32 @@ async fn a_prefix_with_characters_no_flag_key_has_is_a_400_problem() {
     );
 }
 
-#[tokio::test]
-async fn a_reconnect_with_last_event_id_gets_only_the_missed_events() {
-    let app = spawn_app().await;
-    let mut first = app.open_flags("", &[]).await;
-    let seen = first.event().await.id.unwrap();
-    drop(first);
-    let missed = [app.toggle("checkout", true).await, app.toggle("checkout", false).await];
+both_paths! {
+    async fn a_reconnect_with_last_event_id_gets_only_the_missed_events(serving: Serving) {
+        let app = spawn_app_on(serving).await;
+        let mut first = app.open_flags("", &[]).await;
+        let seen = first.event().await.id.unwrap();
+        drop(first);
+        let missed = [app.toggle("checkout", true).await, app.toggle("checkout", false).await];
 
-    let mut resumed = app.open_flags("", &[("Last-Event-ID", &seen.to_string())]).await;
-    let mut from_query = app.open_flags(&format!("&lastEventId={}", missed[0]), &[]).await;
+        let mut resumed = app.open_flags("", &[("Last-Event-ID", &seen.to_string())]).await;
+        let mut from_query = app.open_flags(&format!("&lastEventId={}", missed[0]), &[]).await;
 
-    let replayed = [resumed.event().await, resumed.event().await];
-    assert_eq!(
-        replayed.each_ref().map(|e| (e.name.as_str(), e.id)),
-        [("patch", Some(missed[0])), ("patch", Some(missed[1]))]
-    );
-    assert_eq!(replayed[0].data["config"]["on"], json!(true));
-    assert_eq!(replayed[1].data["config"]["on"], json!(false));
-    let replayed = from_query.event().await;
-    assert_eq!((replayed.name.as_str(), replayed.id), ("patch", Some(missed[1])));
-    assert!(resumed.stays_quiet(Duration::from_millis(300)).await, "no hydrate after the replay");
+        let replayed = [resumed.event().await, resumed.event().await];
+        assert_eq!(
+            replayed.each_ref().map(|e| (e.name.as_str(), e.id)),
+            [("patch", Some(missed[0])), ("patch", Some(missed[1]))]
+        );
+        assert_eq!(replayed[0].data["config"]["on"], json!(true));
+        assert_eq!(replayed[1].data["config"]["on"], json!(false));
+        let replayed = from_query.event().await;
+        assert_eq!((replayed.name.as_str(), replayed.id), ("patch", Some(missed[1])));
+        assert!(resumed.stays_quiet(Duration::from_millis(300)).await, "no hydrate after the replay");
 
-    let live = app.toggle("checkout", true).await;
-    assert_eq!(resumed.event().await.id, Some(live));
-    assert_eq!(from_query.event().await.id, Some(live));
+        let live = app.toggle("checkout", true).await;
+        assert_eq!(resumed.event().await.id, Some(live));
+        assert_eq!(from_query.event().await.id, Some(live));
+    }
 }
 
 #[tokio::test]
@@ -258,19 +296,20 @@ async fn a_client_key_may_not_open_the_flag_stream() {
     assert_eq!(problem["code"], "forbidden");
 }
 
-#[tokio::test]
-async fn a_missing_or_unknown_key_is_a_401_problem_and_not_a_stream() {
-    let app = spawn_app().await;
-    let unknown = app.production.server.replace(|c: char| c.is_ascii_digit(), "7");
+both_paths! {
+    async fn a_missing_or_unknown_key_is_a_401_problem_and_not_a_stream(serving: Serving) {
+        let app = spawn_app_on(serving).await;
+        let unknown = app.production.server.replace(|c: char| c.is_ascii_digit(), "7");
 
-    for path in
-        ["/v1/stream".to_owned(), format!("/v1/stream?key={unknown}"), "/v1/stream?key=vxs_nope".into()]
-    {
-        let response = app.get(&path, &[]).await;
-        assert_eq!(response.status(), 401, "{path}");
-        assert_eq!(response.headers()["content-type"], "application/problem+json", "{path}");
-        let problem: Value = response.json().await.unwrap();
-        assert_eq!(problem["code"], "unauthorized", "{path}");
+        for path in
+            ["/v1/stream".to_owned(), format!("/v1/stream?key={unknown}"), "/v1/stream?key=vxs_nope".into()]
+        {
+            let response = app.get(&path, &[]).await;
+            assert_eq!(response.status(), 401, "{path}");
+            assert_eq!(response.headers()["content-type"], "application/problem+json", "{path}");
+            let problem: Value = response.json().await.unwrap();
+            assert_eq!(problem["code"], "unauthorized", "{path}");
+        }
     }
 }
 

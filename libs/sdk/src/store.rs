@@ -1,0 +1,701 @@
+//! The flags a client serves: the sync's source snapshot (written by one task at a time) and the
+//! compiled snapshot evaluations read (behind an atomic pointer: readers never wait).
+
+use std::cell::RefCell;
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwapOption;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use vexil_eval::{CompileError, CompiledSnapshot, Detail};
+use vexil_model::{ConfiguredFlag, Context, ErrorKind, Operator, Segment, Snapshot};
+
+/// What evaluations read: one environment compiled, at one revision.
+#[derive(Debug)]
+pub(crate) struct Data {
+    pub(crate) compiled: CompiledSnapshot,
+    /// Flags the client knows of but cannot evaluate: unreadable ones (e.g. from a newer server) and
+    /// ones whose prerequisites it does not have (a `?prefix=` leaves them out). They evaluate as
+    /// `ERROR MALFORMED_FLAG` rather than `FLAG_NOT_FOUND`.
+    pub(crate) unservable: HashSet<Box<str>>,
+}
+
+impl Data {
+    /// Evaluates `key` for `context` as `vexil_eval::evaluate` does (the same lookup, then the flag's
+    /// evaluation in tail position, so the result is built in place), with one difference on the
+    /// not-found path: an [`unservable`](Self::unservable) flag is `MALFORMED_FLAG`.
+    #[inline]
+    pub(crate) fn evaluate<'a>(&'a self, key: &str, context: &Context) -> Detail<'a> {
+        match self.compiled.flag(key) {
+            Some(flag) => vexil_eval::evaluate_flag(&self.compiled, flag, context),
+            None if !self.unservable.is_empty() && self.unservable.contains(key) => {
+                Detail::error(ErrorKind::MalformedFlag, None)
+            }
+            None => Detail::error(ErrorKind::FlagNotFound, None),
+        }
+    }
+
+    /// Every flag key served (archived flags excluded), then the unservable ones, sorted.
+    pub(crate) fn keys(&self) -> Vec<String> {
+        let mut keys: Vec<String> = self.compiled.flags().map(|flag| flag.key().to_string()).collect();
+        let mut unservable: Vec<String> = self.unservable.iter().map(|key| key.to_string()).collect();
+        unservable.sort_unstable();
+        keys.extend(unservable);
+        keys
+    }
+}
+
+/// Everything the sync received for the environment: the flags and segments it could read, and the
+/// keys of flags it could not.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub(crate) struct Source {
+    pub(crate) revision: u64,
+    pub(crate) flags: Vec<ConfiguredFlag>,
+    pub(crate) segments: Vec<Segment>,
+    pub(crate) unreadable: BTreeSet<String>,
+}
+
+#[derive(Deserialize)]
+struct RawSnapshot {
+    revision: u64,
+    #[serde(default)]
+    flags: Vec<Value>,
+    #[serde(default)]
+    segments: Vec<Value>,
+}
+
+impl Source {
+    /// Reads a snapshot's JSON: a `GET /v1/flags` body, a `hydrate`'s data, or a relay's state file
+    /// (`{"revision", "snapshot"}`). A flag or segment that does not parse (a newer server's operator,
+    /// say) is left out — the flag is remembered as unreadable — instead of failing the whole snapshot.
+    pub(crate) fn parse(bytes: &[u8]) -> Result<Source, serde_json::Error> {
+        let mut value: Value = serde_json::from_slice(bytes)?;
+        if let Value::Object(map) = &mut value
+            && !map.contains_key("flags")
+            && let Some(inner) = map.remove("snapshot")
+        {
+            value = inner;
+        }
+        let raw: RawSnapshot = serde_json::from_value(value)?;
+        let mut source = Source { revision: raw.revision, ..Source::default() };
+        let mut seen = HashSet::new();
+        for flag in raw.flags {
+            let key = flag.pointer("/flag/key").and_then(Value::as_str).map(str::to_owned);
+            match serde_json::from_value::<ConfiguredFlag>(flag) {
+                Ok(flag) if seen.insert(flag.flag().key.to_string()) => source.flags.push(flag),
+                Ok(flag) => {
+                    tracing::warn!(flag = %flag.flag().key, "a snapshot lists a flag twice; keeping the first")
+                }
+                Err(error) => {
+                    tracing::warn!(flag = ?key, error = %error, "cannot read a flag; it evaluates as MALFORMED_FLAG");
+                    if let Some(key) = key {
+                        source.unreadable.insert(key);
+                    }
+                }
+            }
+        }
+        for key in &seen {
+            source.unreadable.remove(key);
+        }
+        let mut seen = HashSet::new();
+        for segment in raw.segments {
+            match serde_json::from_value::<Segment>(segment) {
+                Ok(segment) if seen.insert(segment.key.to_string()) => source.segments.push(segment),
+                Ok(_) => {}
+                // The flags that use it cannot be compiled, and become unservable.
+                Err(error) => tracing::warn!(error = %error, "cannot read a segment; leaving it out"),
+            }
+        }
+        Ok(source)
+    }
+
+    /// The source of a snapshot already parsed.
+    pub(crate) fn from_snapshot(snapshot: Snapshot) -> Source {
+        Source {
+            revision: snapshot.revision,
+            flags: snapshot.flags,
+            segments: snapshot.segments,
+            unreadable: BTreeSet::new(),
+        }
+    }
+
+    fn apply(&mut self, change: Change, revision: u64) {
+        match change {
+            Change::UpsertFlag(flag) => {
+                let key = flag.flag().key.as_str();
+                self.unreadable.remove(key);
+                match self.flags.iter_mut().find(|f| f.flag().key.as_str() == key) {
+                    Some(slot) => *slot = flag,
+                    None => self.flags.push(flag),
+                }
+            }
+            Change::UnreadableFlag(key) => {
+                self.flags.retain(|f| f.flag().key.as_str() != key);
+                self.unreadable.insert(key);
+            }
+            Change::DeleteFlag(key) => {
+                self.flags.retain(|f| f.flag().key.as_str() != key);
+                self.unreadable.remove(&key);
+            }
+            Change::UpsertSegment(segment) => match self.segments.iter_mut().find(|s| s.key == segment.key) {
+                Some(slot) => *slot = segment,
+                None => self.segments.push(segment),
+            },
+            Change::RemoveSegment(key) => self.segments.retain(|s| s.key.as_str() != key),
+            Change::Other => {}
+        }
+        self.revision = revision;
+    }
+}
+
+/// One `patch` or `delete` of the stream.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum Change {
+    UpsertFlag(ConfiguredFlag),
+    /// A flag patch this client cannot read: the flag evaluates as `MALFORMED_FLAG` from now on.
+    UnreadableFlag(String),
+    DeleteFlag(String),
+    UpsertSegment(Segment),
+    /// A deleted segment, or one this client cannot read.
+    RemoveSegment(String),
+    /// Something this client does not know (a newer server's item kind): only the revision moves.
+    Other,
+}
+
+#[derive(Deserialize)]
+struct RawChange {
+    kind: String,
+    key: String,
+    #[serde(default)]
+    flag: Option<Value>,
+    #[serde(default)]
+    config: Option<Value>,
+    #[serde(default)]
+    segment: Option<Value>,
+}
+
+/// Reads a `patch` or `delete` event's data (see the wire format in `vexil-streaming`).
+pub(crate) fn parse_change(event: &str, data: &str) -> Result<Change, serde_json::Error> {
+    let raw: RawChange = serde_json::from_str(data)?;
+    Ok(match (event, raw.kind.as_str()) {
+        ("delete", "flag") => Change::DeleteFlag(raw.key),
+        ("delete", "segment") => Change::RemoveSegment(raw.key),
+        ("patch", "flag") => {
+            let flag = json!({"flag": raw.flag, "config": raw.config});
+            match serde_json::from_value::<ConfiguredFlag>(flag) {
+                Ok(flag) if flag.flag().key.as_str() == raw.key => Change::UpsertFlag(flag),
+                Ok(_) => Change::UnreadableFlag(raw.key),
+                Err(error) => {
+                    tracing::warn!(flag = %raw.key, error = %error, "cannot read a flag patch; it evaluates as MALFORMED_FLAG");
+                    Change::UnreadableFlag(raw.key)
+                }
+            }
+        }
+        ("patch", "segment") => match raw.segment.map(serde_json::from_value::<Segment>) {
+            Some(Ok(segment)) if segment.key.as_str() == raw.key => Change::UpsertSegment(segment),
+            _ => {
+                tracing::warn!(segment = %raw.key, "cannot read a segment patch; leaving the segment out");
+                Change::RemoveSegment(raw.key)
+            }
+        },
+        _ => Change::Other,
+    })
+}
+
+/// Compiles a source for evaluation. Flags that cannot be evaluated here are left out and listed as
+/// unservable: unreadable ones, ones whose prerequisites are absent (outside the prefix) — and, if the
+/// engine still refuses, whichever flags its error names — so that one bad flag never costs the others.
+pub(crate) fn build(source: &Source) -> Result<Data, CompileError> {
+    let mut unservable: HashSet<Box<str>> = source.unreadable.iter().map(|key| key.as_str().into()).collect();
+    let mut flags: Vec<ConfiguredFlag> =
+        source.flags.iter().filter(|f| !f.flag().archived).cloned().collect();
+    loop {
+        let present: HashSet<&str> = flags.iter().map(|f| f.flag().key.as_str()).collect();
+        let missing: HashSet<String> = flags
+            .iter()
+            .filter(|f| f.config().prerequisites.iter().any(|p| !present.contains(p.key.as_str())))
+            .map(|f| f.flag().key.to_string())
+            .collect();
+        if missing.is_empty() {
+            break;
+        }
+        flags.retain(|f| !missing.contains(f.flag().key.as_str()));
+        unservable.extend(missing.into_iter().map(String::into_boxed_str));
+    }
+    let mut attempts = flags.len() + 1;
+    loop {
+        let snapshot =
+            Snapshot { revision: source.revision, flags: flags.clone(), segments: source.segments.clone() };
+        let error = match vexil_eval::compile(snapshot) {
+            Ok(compiled) => return Ok(Data { compiled, unservable }),
+            Err(error) => error,
+        };
+        let culprits: HashSet<String> = match &error {
+            CompileError::PrerequisiteCycle { path } => path.iter().map(ToString::to_string).collect(),
+            CompileError::DuplicateFlag(key) => HashSet::from([key.to_string()]),
+            other => other.location().map(|(flag, _)| flag.to_owned()).into_iter().collect(),
+        };
+        let before = flags.len();
+        flags.retain(|f| !culprits.contains(f.flag().key.as_str()));
+        if flags.len() == before || attempts == 0 {
+            return Err(error);
+        }
+        attempts -= 1;
+        tracing::warn!(error = %error, "leaving flags that cannot be compiled out of the snapshot");
+        unservable.extend(culprits.into_iter().map(String::into_boxed_str));
+    }
+}
+
+/// The keys of the flags whose evaluation may differ between `old` and `new`: flags added, removed or
+/// changed (or becoming readable or unreadable), flags using a segment that changed, and, to a fixed
+/// point, flags whose prerequisites are among those. Sorted.
+pub(crate) fn changed_keys(old: Option<&Source>, new: &Source) -> Vec<String> {
+    let empty = Source::default();
+    let old = old.unwrap_or(&empty);
+    let flags_of = |source: &Source| -> HashMap<String, ConfiguredFlag> {
+        source.flags.iter().map(|f| (f.flag().key.to_string(), f.clone())).collect()
+    };
+    let (old_flags, new_flags) = (flags_of(old), flags_of(new));
+    let mut changed: BTreeSet<String> = old_flags
+        .keys()
+        .chain(new_flags.keys())
+        .filter(|key| old_flags.get(*key) != new_flags.get(*key))
+        .cloned()
+        .collect();
+    changed.extend(old.unreadable.symmetric_difference(&new.unreadable).cloned());
+
+    let segments_of = |source: &Source| -> HashMap<String, Segment> {
+        source.segments.iter().map(|s| (s.key.to_string(), s.clone())).collect()
+    };
+    let (old_segments, new_segments) = (segments_of(old), segments_of(new));
+    let changed_segments: HashSet<&String> = old_segments
+        .keys()
+        .chain(new_segments.keys())
+        .filter(|key| old_segments.get(*key) != new_segments.get(*key))
+        .collect();
+    let everything = || old.flags.iter().chain(&new.flags);
+    if !changed_segments.is_empty() {
+        for flag in everything() {
+            let uses_changed_segment =
+                flag.config().rules.iter().flat_map(|rule| &rule.clauses).any(|clause| {
+                    clause.op == Operator::SegmentMatch
+                        && clause
+                            .values
+                            .iter()
+                            .filter_map(Value::as_str)
+                            .any(|s| changed_segments.contains(&s.to_owned()))
+                });
+            if uses_changed_segment {
+                changed.insert(flag.flag().key.to_string());
+            }
+        }
+    }
+    loop {
+        let dependents: Vec<String> = everything()
+            .filter(|flag| !changed.contains(flag.flag().key.as_str()))
+            .filter(|flag| flag.config().prerequisites.iter().any(|p| changed.contains(p.key.as_str())))
+            .map(|flag| flag.flag().key.to_string())
+            .collect();
+        if dependents.is_empty() {
+            break;
+        }
+        changed.extend(dependents);
+    }
+    changed.into_iter().collect()
+}
+
+/// Where a snapshot comes from; decides whether it replaces what the client has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// A bootstrap file or snapshot: installed before any sync, replaced by the first sync.
+    Bootstrap,
+    /// A stream `hydrate`: replaces synced data at the same or a lower revision, never at a higher one
+    /// (a replica that is behind; its later patches bring it level).
+    Hydrate,
+    /// A `GET /v1/flags` body: replaces synced data only when newer.
+    Poll,
+}
+
+/// What an install or a change did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// The data is now at `revision`; `changed` are the flags whose evaluation may differ.
+    Installed { revision: u64, changed: Vec<String> },
+    /// Nothing done: the client has `have`, at least as new.
+    Skipped { have: Option<u64> },
+}
+
+#[derive(Debug, Default)]
+struct Writer {
+    source: Option<Source>,
+    /// Whether the source came from a sync (not only a bootstrap).
+    synced: bool,
+}
+
+/// The source (for the sync, one writer at a time) and the compiled data (for evaluations, lock-free).
+///
+/// Evaluations read the data through [`read`](Self::read): a per-thread cache of the last snapshot the
+/// thread used, checked against the store's generation number. While nothing changes an evaluation
+/// costs one plain atomic load and a comparison; an `arc-swap` load (what [`data`](Self::data) offers)
+/// costs two atomic read-modify-writes, about 20 ns on the 2-vCPU machine of `BENCHMARKS.md` — more than
+/// 10 % of evaluating a five-rule flag. The price: a thread keeps the last snapshot it evaluated alive
+/// until its next evaluation (or its exit), one per store and thread.
+#[derive(Debug)]
+pub(crate) struct Store {
+    /// Tells this store's entries in the per-thread caches apart from other clients'.
+    id: u64,
+    /// Bumped after every change of `data`.
+    generation: AtomicU64,
+    writer: Mutex<Writer>,
+    pub(crate) data: ArcSwapOption<Data>,
+}
+
+impl Default for Store {
+    fn default() -> Store {
+        static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+        Store {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            generation: AtomicU64::new(0),
+            writer: Mutex::default(),
+            data: ArcSwapOption::empty(),
+        }
+    }
+}
+
+/// How many stores (clients) a thread caches at once; more share slots, and reload when they alternate.
+const CACHE_SLOTS: usize = 4;
+
+struct Cached {
+    store: u64,
+    generation: u64,
+    data: Option<Arc<Data>>,
+}
+
+thread_local! {
+    static SNAPSHOTS: RefCell<[Option<Cached>; CACHE_SLOTS]> = const { RefCell::new([None, None, None, None]) };
+}
+
+impl Store {
+    /// Runs `read` on the current data (`None` before any), from this thread's cache when it is
+    /// current. Called exactly once.
+    #[inline]
+    pub(crate) fn read<R>(&self, mut read: impl FnMut(Option<&Data>) -> R) -> R {
+        let generation = self.generation.load(Ordering::Acquire);
+        let cached = SNAPSHOTS.try_with(|slots| {
+            // Re-entered (cannot happen today: nothing inside an evaluation calls back in): no cache.
+            let Ok(mut slots) = slots.try_borrow_mut() else {
+                return read(self.data.load().as_deref());
+            };
+            let slot = &mut slots[(self.id % CACHE_SLOTS as u64) as usize];
+            let current = matches!(slot, Some(c) if c.store == self.id && c.generation == generation);
+            if !current {
+                // Loaded after reading the generation: at least as new as the data of `generation`.
+                *slot = Some(Cached { store: self.id, generation, data: self.data.load_full() });
+            }
+            read(slot.as_ref().and_then(|cached| cached.data.as_deref()))
+        });
+        match cached {
+            Ok(result) => result,
+            // The thread's locals are being destroyed: read without the cache.
+            Err(_) => read(self.data.load().as_deref()),
+        }
+    }
+
+    fn publish(&self, data: Data) {
+        self.data.store(Some(Arc::new(data)));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// Installs a whole snapshot, if `origin` says it should replace what the client has.
+    pub(crate) fn install(&self, source: Source, origin: Origin) -> Result<Outcome, CompileError> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let have = writer.source.as_ref().map(|s| s.revision);
+        let replace = match (origin, writer.synced, have) {
+            (Origin::Bootstrap, _, _) | (_, false, _) | (_, _, None) => true,
+            (Origin::Hydrate, true, Some(have)) => source.revision >= have,
+            (Origin::Poll, true, Some(have)) => source.revision > have,
+        };
+        if !replace {
+            return Ok(Outcome::Skipped { have });
+        }
+        let data = build(&source)?;
+        let changed = changed_keys(writer.source.as_ref(), &source);
+        let revision = source.revision;
+        self.publish(data);
+        writer.source = Some(source);
+        writer.synced |= origin != Origin::Bootstrap;
+        Ok(Outcome::Installed { revision, changed })
+    }
+
+    /// Applies a stream change at `revision`: skipped when it is not above the synced revision (or there
+    /// is no synced data: a change only makes sense on top of a `hydrate`).
+    pub(crate) fn apply(&self, change: Change, revision: u64) -> Result<Outcome, CompileError> {
+        let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        let have = writer.source.as_ref().map(|s| s.revision);
+        let current = match &writer.source {
+            Some(source) if writer.synced && source.revision < revision => source,
+            _ => return Ok(Outcome::Skipped { have }),
+        };
+        let mut next = current.clone();
+        next.apply(change, revision);
+        let data = build(&next)?;
+        let changed = changed_keys(Some(current), &next);
+        self.publish(data);
+        writer.source = Some(next);
+        Ok(Outcome::Installed { revision, changed })
+    }
+
+    /// The revision of the synced data, for `Last-Event-ID` (none when there is only a bootstrap).
+    pub(crate) fn synced_revision(&self) -> Option<u64> {
+        let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        writer.source.as_ref().filter(|_| writer.synced).map(|s| s.revision)
+    }
+
+    /// Whether a sync has installed data (not only a bootstrap).
+    pub(crate) fn synced(&self) -> bool {
+        self.writer.lock().unwrap_or_else(PoisonError::into_inner).synced
+    }
+
+    /// The revision served.
+    pub(crate) fn revision(&self) -> Option<u64> {
+        self.data.load().as_ref().map(|data| data.compiled.revision())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+    use vexil_model::Context;
+
+    use super::*;
+
+    fn flag(key: &str, on: bool) -> Value {
+        json!({"flag": {"key": key, "kind": "boolean", "variations": [{"value": true}, {"value": false}]},
+               "config": {"on": on, "off_variation": 1, "fallthrough": {"variation": 0}}})
+    }
+
+    fn flag_with(key: &str, config: Value) -> Value {
+        json!({"flag": {"key": key, "kind": "boolean", "variations": [{"value": true}, {"value": false}]},
+               "config": config})
+    }
+
+    fn source(value: Value) -> Source {
+        Source::parse(value.to_string().as_bytes()).unwrap()
+    }
+
+    fn patch(key: &str, on: bool) -> Change {
+        let mut data = flag(key, on);
+        data["kind"] = json!("flag");
+        data["key"] = json!(key);
+        parse_change("patch", &data.to_string()).unwrap()
+    }
+
+    fn value(store: &Store, key: &str) -> Option<Value> {
+        store.read(|data| data?.evaluate(key, &Context::new("user-1")).value.cloned())
+    }
+
+    fn error_of(store: &Store, key: &str) -> Option<ErrorKind> {
+        store.read(|data| data?.evaluate(key, &Context::new("user-1")).reason.error_kind())
+    }
+
+    #[test]
+    fn a_polled_body_a_hydrate_and_a_relay_state_file_are_all_read() {
+        let snapshot = json!({"revision": 7, "flags": [flag("a", true)], "segments": []});
+        let read = source(snapshot.clone());
+        assert_eq!((read.revision, read.flags.len()), (7, 1));
+        assert_eq!(source(json!({"revision": 7, "snapshot": snapshot})), read);
+        assert!(Source::parse(b"[1, 2]").is_err());
+        assert!(Source::parse(b"{\"flags\": []}").is_err(), "a snapshot has a revision");
+    }
+
+    #[test]
+    fn an_unreadable_flag_is_left_out_and_evaluates_as_malformed_while_the_others_serve() {
+        let mut newer = flag("from-the-future", true);
+        newer["config"]["rules"] = json!([{"id": "r", "clauses": [{"attribute": "a", "op": "telepathy", "values": []}],
+                                           "serve": {"variation": 0}}]);
+        let store = Store::default();
+        let read = source(json!({"revision": 3, "flags": [flag("a", true), newer]}));
+        assert_eq!(read.unreadable, BTreeSet::from(["from-the-future".to_owned()]));
+        store.install(read, Origin::Hydrate).unwrap();
+        assert_eq!(value(&store, "a"), Some(json!(true)));
+        assert_eq!(error_of(&store, "from-the-future"), Some(ErrorKind::MalformedFlag));
+        assert_eq!(error_of(&store, "nothing"), Some(ErrorKind::FlagNotFound));
+    }
+
+    #[test]
+    fn a_flag_whose_prerequisite_is_outside_the_prefix_is_malformed_and_so_are_its_dependents() {
+        let needs = |key: &str, on: &str| {
+            flag_with(
+                key,
+                json!({"on": true, "fallthrough": {"variation": 0}, "off_variation": 1,
+                                  "prerequisites": [{"key": on, "variation": 0}]}),
+            )
+        };
+        let store = Store::default();
+        let read = source(
+            json!({"revision": 1, "flags": [needs("web.a", "api.x"), needs("web.b", "web.a"), flag("web.c", true)]}),
+        );
+        store.install(read, Origin::Hydrate).unwrap();
+        assert_eq!(error_of(&store, "web.a"), Some(ErrorKind::MalformedFlag));
+        assert_eq!(error_of(&store, "web.b"), Some(ErrorKind::MalformedFlag));
+        assert_eq!(value(&store, "web.c"), Some(json!(true)));
+        let keys = store.data.load().as_ref().unwrap().keys();
+        assert_eq!(keys, ["web.c", "web.a", "web.b"]);
+    }
+
+    #[test]
+    fn a_patch_applies_above_the_revision_and_reports_the_changed_key() {
+        let store = Store::default();
+        let installed = store.install(
+            source(json!({"revision": 4, "flags": [flag("a", false), flag("b", false)]})),
+            Origin::Hydrate,
+        );
+        assert_eq!(
+            installed.unwrap(),
+            Outcome::Installed { revision: 4, changed: vec!["a".into(), "b".into()] },
+            "a first hydrate changes every key"
+        );
+        // Ids are not contiguous: 5 was an SDK-key change this stream never sees.
+        assert_eq!(
+            store.apply(patch("a", true), 6).unwrap(),
+            Outcome::Installed { revision: 6, changed: vec!["a".into()] }
+        );
+        assert_eq!(value(&store, "a"), Some(json!(true)));
+        assert_eq!(store.apply(patch("a", false), 6).unwrap(), Outcome::Skipped { have: Some(6) });
+        assert_eq!(store.apply(patch("a", false), 2).unwrap(), Outcome::Skipped { have: Some(6) });
+        assert_eq!(value(&store, "a"), Some(json!(true)), "an old change is ignored");
+        let delete = parse_change("delete", r#"{"kind":"flag","key":"b"}"#).unwrap();
+        assert_eq!(
+            store.apply(delete, 7).unwrap(),
+            Outcome::Installed { revision: 7, changed: vec!["b".into()] }
+        );
+        assert_eq!(error_of(&store, "b"), Some(ErrorKind::FlagNotFound));
+        assert_eq!(store.revision(), Some(7));
+    }
+
+    #[test]
+    fn a_segment_change_reports_the_flags_that_use_it_and_their_dependents() {
+        let uses_beta = flag_with(
+            "uses-beta",
+            json!({"on": true, "off_variation": 1, "fallthrough": {"variation": 1},
+            "rules": [{"id": "beta", "clauses": [{"attribute": "targetingKey", "op": "segment_match", "values": ["beta"]}],
+                       "serve": {"variation": 0}}]}),
+        );
+        let after = flag_with(
+            "after-beta",
+            json!({"on": true, "off_variation": 1, "fallthrough": {"variation": 0},
+            "prerequisites": [{"key": "uses-beta", "variation": 0}]}),
+        );
+        let store = Store::default();
+        store
+            .install(
+                source(json!({"revision": 1, "flags": [uses_beta, after, flag("other", true)],
+                              "segments": [{"key": "beta", "included": []}]})),
+                Origin::Hydrate,
+            )
+            .unwrap();
+        assert_eq!(value(&store, "after-beta"), Some(json!(false)));
+        let change = parse_change(
+            "patch",
+            &json!({"kind": "segment", "key": "beta", "segment": {"key": "beta", "included": ["user-1"]}})
+                .to_string(),
+        )
+        .unwrap();
+        assert_eq!(
+            store.apply(change, 2).unwrap(),
+            Outcome::Installed { revision: 2, changed: vec!["after-beta".into(), "uses-beta".into()] }
+        );
+        assert_eq!(value(&store, "after-beta"), Some(json!(true)));
+    }
+
+    #[test]
+    fn a_hydrate_replaces_data_except_newer_synced_data_and_reports_only_what_differs() {
+        let store = Store::default();
+        store
+            .install(
+                source(json!({"revision": 5, "flags": [flag("a", true), flag("b", true)]})),
+                Origin::Hydrate,
+            )
+            .unwrap();
+        let same_but_b =
+            source(json!({"revision": 9, "flags": [flag("a", true), flag("b", false), flag("c", true)]}));
+        assert_eq!(
+            store.install(same_but_b, Origin::Hydrate).unwrap(),
+            Outcome::Installed { revision: 9, changed: vec!["b".into(), "c".into()] }
+        );
+        let older = source(json!({"revision": 8, "flags": []}));
+        assert_eq!(
+            store.install(older.clone(), Origin::Hydrate).unwrap(),
+            Outcome::Skipped { have: Some(9) }
+        );
+        assert_eq!(store.install(older, Origin::Poll).unwrap(), Outcome::Skipped { have: Some(9) });
+        let again =
+            source(json!({"revision": 9, "flags": [flag("a", true), flag("b", false), flag("c", true)]}));
+        assert_eq!(store.install(again.clone(), Origin::Poll).unwrap(), Outcome::Skipped { have: Some(9) });
+        assert_eq!(
+            store.install(again, Origin::Hydrate).unwrap(),
+            Outcome::Installed { revision: 9, changed: vec![] },
+            "a hydrate at the same revision is installed, and changes nothing"
+        );
+    }
+
+    #[test]
+    fn a_bootstrap_is_replaced_by_the_first_sync_whatever_its_revision() {
+        let store = Store::default();
+        store
+            .install(source(json!({"revision": 100, "flags": [flag("a", true)]})), Origin::Bootstrap)
+            .unwrap();
+        assert_eq!((store.revision(), store.synced_revision(), store.synced()), (Some(100), None, false));
+        assert_eq!(store.apply(patch("a", false), 101).unwrap(), Outcome::Skipped { have: Some(100) });
+        let synced = source(json!({"revision": 3, "flags": [flag("a", false)]}));
+        assert_eq!(
+            store.install(synced, Origin::Poll).unwrap(),
+            Outcome::Installed { revision: 3, changed: vec!["a".into()] }
+        );
+        assert_eq!((store.revision(), store.synced_revision()), (Some(3), Some(3)));
+        assert_eq!(value(&store, "a"), Some(json!(false)));
+    }
+
+    #[test]
+    fn evaluations_see_every_change_through_the_per_thread_cache_of_each_store() {
+        // More stores than cache slots, so that some share a slot and evict each other.
+        let stores: Vec<Store> = (0..CACHE_SLOTS + 3).map(|_| Store::default()).collect();
+        for (i, store) in stores.iter().enumerate() {
+            assert_eq!(value(store, "a"), None, "store {i} has no data yet");
+            store
+                .install(source(json!({"revision": 1, "flags": [flag("a", i % 2 == 0)]})), Origin::Hydrate)
+                .unwrap();
+        }
+        for round in 0..3u64 {
+            for (i, store) in stores.iter().enumerate() {
+                let on = (i as u64 + round).is_multiple_of(2);
+                assert_eq!(value(store, "a"), Some(json!(on)), "store {i}, round {round}");
+                store.apply(patch("a", !on), round + 2).unwrap();
+                assert_eq!(value(store, "a"), Some(json!(!on)), "store {i} after its change, round {round}");
+            }
+        }
+        let store = &stores[0];
+        let elsewhere = std::thread::scope(|scope| scope.spawn(|| value(store, "a")).join().unwrap());
+        assert_eq!(elsewhere, value(store, "a"), "another thread reads the same data");
+    }
+
+    #[test]
+    fn unknown_changes_move_the_revision_only() {
+        let store = Store::default();
+        store.install(source(json!({"revision": 1, "flags": [flag("a", true)]})), Origin::Hydrate).unwrap();
+        let other = parse_change("patch", r#"{"kind":"experiment","key":"x","experiment":{}}"#).unwrap();
+        assert_eq!(other, Change::Other);
+        assert_eq!(store.apply(other, 2).unwrap(), Outcome::Installed { revision: 2, changed: vec![] });
+        assert!(parse_change("patch", "not json").is_err());
+        let unreadable =
+            parse_change("patch", r#"{"kind":"flag","key":"a","flag":{"key":"a"},"config":{}}"#).unwrap();
+        assert_eq!(unreadable, Change::UnreadableFlag("a".into()));
+        assert_eq!(
+            store.apply(unreadable, 3).unwrap(),
+            Outcome::Installed { revision: 3, changed: vec!["a".into()] }
+        );
+        assert_eq!(error_of(&store, "a"), Some(ErrorKind::MalformedFlag));
+    }
+}
