@@ -16,7 +16,7 @@ use crate::store::{Origin, Source};
 use crate::sync::{Shared, Sync, monitor};
 
 /// Where standalone Vexil listens by default (`make run`).
-pub const DEFAULT_URL: &str = "http://127.0.0.1:8080";
+pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
 
 /// Configures and starts a [`Client`]; from [`Client::builder`]. Every setting has a default; only the
 /// server key is required.
@@ -223,8 +223,11 @@ impl ClientBuilder {
     /// Checks the configuration, loads the bootstrap, starts the background sync and waits until the
     /// client has data or [`start_timeout`](Self::start_timeout) passes (not at all with a bootstrap
     /// or offline). `Err` only for bad configuration: a key that is not a server key, a URL that is not
-    /// `http://`, an unreadable or malformed bootstrap file. Needs a Tokio runtime.
+    /// `http://`, an unreadable or malformed bootstrap file, or no Tokio runtime to run on.
     pub async fn start(self) -> Result<Client> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::NoRuntime);
+        }
         let config = if self.offline { None } else { Some(Arc::new(self.check()?)) };
         let bootstrap = self.load_bootstrap().await?;
 

@@ -323,3 +323,24 @@ fn evaluation_detail<T>(
         reason: reason.into_owned(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync + Clone + 'static>() {}
+        shareable::<Client>();
+    }
+
+    #[test]
+    fn starting_outside_a_tokio_runtime_is_an_error_not_a_panic() {
+        use std::future::Future as _;
+        let start = Client::builder("k").offline(true).start();
+        let polled = std::pin::pin!(start);
+        let waker = std::task::Waker::noop();
+        let outcome = polled.poll(&mut std::task::Context::from_waker(waker));
+        assert!(matches!(outcome, std::task::Poll::Ready(Err(crate::Error::NoRuntime))));
+    }
+}

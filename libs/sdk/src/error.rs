@@ -40,6 +40,9 @@ pub enum Error {
         #[source]
         source: SnapshotError,
     },
+    /// `start` was not called within a Tokio runtime (the client runs its sync on one).
+    #[error("Client::start needs a Tokio runtime")]
+    NoRuntime,
     /// The HTTP client could not be built (the TLS-less client builds everywhere; kept for safety).
     #[error("cannot build the HTTP client")]
     HttpClient(#[source] reqwest::Error),

@@ -254,26 +254,27 @@ pub(crate) fn build(source: &Source) -> Result<Data, CompileError> {
 pub(crate) fn changed_keys(old: Option<&Source>, new: &Source) -> Vec<String> {
     let empty = Source::default();
     let old = old.unwrap_or(&empty);
-    let flags_of = |source: &Source| -> HashMap<String, ConfiguredFlag> {
-        source.flags.iter().map(|f| (f.flag().key.to_string(), f.clone())).collect()
-    };
+    fn flags_of(source: &Source) -> HashMap<&str, &ConfiguredFlag> {
+        source.flags.iter().map(|f| (f.flag().key.as_str(), f)).collect()
+    }
+    fn segments_of(source: &Source) -> HashMap<&str, &Segment> {
+        source.segments.iter().map(|s| (s.key.as_str(), s)).collect()
+    }
     let (old_flags, new_flags) = (flags_of(old), flags_of(new));
     let mut changed: BTreeSet<String> = old_flags
         .keys()
         .chain(new_flags.keys())
         .filter(|key| old_flags.get(*key) != new_flags.get(*key))
-        .cloned()
+        .map(|key| (*key).to_owned())
         .collect();
     changed.extend(old.unreadable.symmetric_difference(&new.unreadable).cloned());
 
-    let segments_of = |source: &Source| -> HashMap<String, Segment> {
-        source.segments.iter().map(|s| (s.key.to_string(), s.clone())).collect()
-    };
     let (old_segments, new_segments) = (segments_of(old), segments_of(new));
-    let changed_segments: HashSet<&String> = old_segments
+    let changed_segments: HashSet<&str> = old_segments
         .keys()
         .chain(new_segments.keys())
         .filter(|key| old_segments.get(*key) != new_segments.get(*key))
+        .copied()
         .collect();
     let everything = || old.flags.iter().chain(&new.flags);
     if !changed_segments.is_empty() {
@@ -285,7 +286,7 @@ pub(crate) fn changed_keys(old: Option<&Source>, new: &Source) -> Vec<String> {
                             .values
                             .iter()
                             .filter_map(Value::as_str)
-                            .any(|s| changed_segments.contains(&s.to_owned()))
+                            .any(|s| changed_segments.contains(s))
                 });
             if uses_changed_segment {
                 changed.insert(flag.flag().key.to_string());
@@ -311,8 +312,8 @@ pub(crate) fn changed_keys(old: Option<&Source>, new: &Source) -> Vec<String> {
 pub(crate) enum Origin {
     /// A bootstrap file or snapshot: installed before any sync, replaced by the first sync.
     Bootstrap,
-    /// A stream `hydrate`: replaces synced data at the same or a lower revision, never at a higher one
-    /// (a replica that is behind; its later patches bring it level).
+    /// A stream `hydrate`: replaces synced data at the same or a higher revision, not at a lower one (a
+    /// replica that is behind: its later patches bring it level).
     Hydrate,
     /// A `GET /v1/flags` body: replaces synced data only when newer.
     Poll,

@@ -47,25 +47,30 @@ impl Shared {
         self.health.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Changes the health and publishes the state it implies.
+    /// Changes the health and publishes the state it implies. (The state is sent after the health lock
+    /// is released; should two updates race, the monitor, woken by each, publishes the latest.)
     pub(crate) fn update_health(&self, change: impl FnOnce(&mut Health)) {
-        {
+        let state = {
             let mut health = self.health();
             change(&mut health);
-            self.publish_state(&health);
-        }
+            health.state(std::time::Instant::now(), self.stale_after)
+        };
+        self.publish_state(state);
         self.health_changed.notify_one();
     }
 
     /// Publishes the state now; when it will change by itself if nothing happens.
     fn refresh_state(&self) -> Option<std::time::Instant> {
-        let health = self.health();
-        self.publish_state(&health);
-        health.next_change(std::time::Instant::now(), self.stale_after)
+        let now = std::time::Instant::now();
+        let (state, next) = {
+            let health = self.health();
+            (health.state(now, self.stale_after), health.next_change(now, self.stale_after))
+        };
+        self.publish_state(state);
+        next
     }
 
-    fn publish_state(&self, health: &Health) {
-        let state = health.state(std::time::Instant::now(), self.stale_after);
+    fn publish_state(&self, state: State) {
         self.state.send_if_modified(|current| {
             let changed = *current != state;
             if changed {

@@ -103,7 +103,7 @@ async fn a_silent_stream_is_reconnected_with_the_last_event_id_and_heartbeats_ke
     let (url, requests) = scripted_server();
     let client = Client::builder(KEY)
         .url(&url)
-        .dead_stream_after(Duration::from_millis(400))
+        .dead_stream_after(Duration::from_millis(1_000))
         .reconnect_backoff(Duration::from_millis(10), Duration::from_millis(50))
         .stale_after(Duration::from_secs(30))
         .start()
@@ -133,8 +133,8 @@ async fn a_silent_stream_is_reconnected_with_the_last_event_id_and_heartbeats_ke
     );
     assert!(heads.iter().any(|head| head.starts_with("GET /v1/flags")), "the lost stream made it poll");
 
-    // Heartbeats every 100 ms keep the second stream up well past the 400 ms dead-stream timeout.
-    let quiet = tokio::time::timeout(Duration::from_millis(1_500), async {
+    // Heartbeats every 100 ms keep the second stream up well past the 1 s dead-stream timeout.
+    let quiet = tokio::time::timeout(Duration::from_millis(2_500), async {
         loop {
             if let Ok(SyncEvent::StreamDisconnected { reason }) = sync.recv().await {
                 return reason;
