@@ -10,6 +10,7 @@ use vexil_proto::{ChangeEvent, EnvironmentSnapshot};
 use vexil_store::{Store, StoreError};
 
 use crate::cache::{ApplyOutcome, Cache, LoadOutcome, Position};
+use crate::error::chain;
 
 /// How often [`BusSync`] compares the cache with the bus's environment registry, unless told otherwise.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
@@ -377,16 +378,4 @@ impl Runner {
             }
         }
     }
-}
-
-/// An error and its causes, `: `-separated, for one log field.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

@@ -14,6 +14,7 @@ use vexil_store::secrets::{self, SecretKind};
 use vexil_sse::{SseEvent, SseParser};
 
 use crate::cache::{ApplyOutcome, Cache, LoadOutcome};
+use crate::error::chain;
 
 /// The environment id a relay keeps its one environment under in its [`Cache`].
 pub const RELAY_ENVIRONMENT_ID: i64 = 1;
@@ -447,18 +448,6 @@ fn jitter(base: Duration) -> Duration {
 /// Resolves once `shutdown` is true or its sender is gone.
 async fn stopped(shutdown: &mut watch::Receiver<bool>) {
     let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
-/// An error and its causes, `: `-separated.
-fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
