@@ -94,10 +94,10 @@ impl Store {
                 committed_at_ms: last.committed_at_ms,
                 ..EnvironmentSnapshot::default()
             };
-            match write::environment_state(&mut tx, environment_id).await {
-                Ok((state, keys)) => {
-                    snapshot.revision = state.revision;
-                    snapshot.snapshot_json = serde_json::to_vec(&state).unwrap_or_default();
+            match write::environment_snapshot_json(&mut tx, environment_id).await {
+                Ok((revision, json, keys)) => {
+                    snapshot.revision = revision;
+                    snapshot.snapshot_json = json;
                     snapshot.keys = keys;
                 }
                 Err(StoreError::NotFound { .. }) => {
@@ -158,13 +158,14 @@ impl Store {
             resource: "environment",
             key: environment_id.to_string(),
         })?;
-        let (state, keys) = write::environment_state(&mut tx, environment_id).await?;
+        let (revision, snapshot_json, keys) =
+            write::environment_snapshot_json(&mut tx, environment_id).await?;
         Ok(EnvironmentSnapshot {
             environment_id,
             project,
             environment,
-            revision: state.revision,
-            snapshot_json: serde_json::to_vec(&state).unwrap_or_default(),
+            revision,
+            snapshot_json,
             keys,
             committed_at_ms: millis(now()),
         })
@@ -255,7 +256,12 @@ impl ChangeWaker {
             }
             ChangeWaker::Postgres(Some(listener)) => {
                 match tokio::time::timeout(timeout, listener.recv()).await {
-                    Ok(Ok(_)) | Err(_) => {}
+                    Ok(Ok(_)) => {
+                        // Every commit notifies; one pass picks up all of them, so the ones already
+                        // received must not wake the relay for empty passes.
+                        while listener.next_buffered().is_some() {}
+                    }
+                    Err(_) => {}
                     // The listener reconnects on the next recv; meanwhile, poll.
                     Ok(Err(_)) => tokio::time::sleep(timeout.min(Duration::from_millis(500))).await,
                 }

@@ -50,9 +50,21 @@ pub enum StoreError {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+    /// The write was taken by a batch that ended without answering for it (a bug: a panic); whether
+    /// it committed is unknown.
+    #[error("the write was abandoned before it was answered")]
+    Abandoned,
     /// Applying the migrations failed.
     #[error("migrating the database failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// Whether the database refused or failed the statement, as opposed to the store deciding the
+    /// change is wrong; after such an error PostgreSQL ends the transaction.
+    pub(crate) fn is_database(&self) -> bool {
+        matches!(self, StoreError::Database(_) | StoreError::Unavailable(_))
+    }
 }
 
 /// The store's result type.

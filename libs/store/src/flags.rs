@@ -5,8 +5,7 @@ use sqlx::FromRow;
 use sqlx::types::Json;
 use time::OffsetDateTime;
 use vexil_model::{
-    ConfiguredFlag, EnvironmentKey, Flag, FlagConfig, FlagConfigSpec, FlagKey, FlagSpec, ProjectKey,
-    ValidationErrors,
+    EnvironmentKey, Flag, FlagConfig, FlagConfigSpec, FlagKey, FlagSpec, ProjectKey, ValidationErrors,
 };
 use vexil_proto::ItemKind;
 
@@ -44,8 +43,8 @@ impl FlagFilter {
 }
 
 #[derive(FromRow)]
-struct FlagRow {
-    id: i64,
+pub(crate) struct FlagRow {
+    pub(crate) id: i64,
     spec: Json<FlagSpec>,
     version: i64,
     created_at: OffsetDateTime,
@@ -53,7 +52,7 @@ struct FlagRow {
 }
 
 impl FlagRow {
-    fn record(self) -> Result<FlagRecord> {
+    pub(crate) fn record(self) -> Result<FlagRecord> {
         Ok(FlagRecord {
             flag: Flag::parse(self.spec.0).map_err(|e| corrupt("flag", e))?,
             version: to_u64(self.version),
@@ -89,39 +88,8 @@ async fn config_row(tx: &mut Tx, flag_id: i64, env: &EnvRow, flag: &FlagKey) -> 
     })
 }
 
-/// [`flag_row`], share-locked until the transaction ends (PostgreSQL; SQLite has one writer anyway).
-async fn flag_row_for_share(tx: &mut Tx, project: &ProjectRow, key: &FlagKey) -> Result<FlagRow> {
-    const SQL: (&str, &str) = (
-        "select id, spec, version, created_at, updated_at from flags where project_id = $1 and key = $2 for share",
-        "select id, spec, version, created_at, updated_at from flags where project_id = $1 and key = $2",
-    );
-    let row: Option<FlagRow> = on!(tx, |c, d| sqlx::query_as(d.pick(SQL.0, SQL.1))
-        .bind(project.id)
-        .bind(key.as_str())
-        .fetch_optional(c)
-        .await?);
-    row.ok_or_else(|| StoreError::NotFound { resource: "flag", key: format!("{}/{key}", project.key) })
-}
-
-/// [`config_row`], locked until the transaction ends (PostgreSQL; SQLite has one writer anyway).
-async fn config_row_for_update(tx: &mut Tx, flag_id: i64, env: &EnvRow, flag: &FlagKey) -> Result<ConfigRow> {
-    const SQL: (&str, &str) = (
-        "select config, version, updated_at from flag_configs where flag_id = $1 and environment_id = $2 for update",
-        "select config, version, updated_at from flag_configs where flag_id = $1 and environment_id = $2",
-    );
-    let row: Option<ConfigRow> = on!(tx, |c, d| sqlx::query_as(d.pick(SQL.0, SQL.1))
-        .bind(flag_id)
-        .bind(env.id)
-        .fetch_optional(c)
-        .await?);
-    row.ok_or_else(|| StoreError::NotFound {
-        resource: "flag configuration",
-        key: format!("{flag}/{}", env.key),
-    })
-}
-
 /// The change event payload of a flag in one environment.
-fn configured(flag: &Flag, config: &FlagConfigSpec) -> serde_json::Value {
+pub(crate) fn configured(flag: &Flag, config: &FlagConfigSpec) -> serde_json::Value {
     json!({"flag": flag.spec(), "config": config})
 }
 
@@ -236,9 +204,16 @@ impl Store {
         // Compare-and-set: the version read above must still be current when the row is written.
         const UPDATE: &str = "update flags set spec = $2, archived = $3, version = version + 1, updated_at = $4 \
                               where id = $1 and version = $5 returning id, spec, version, created_at, updated_at";
-        const CONFIGS: &str = "select e.id, e.key, e.name, e.revision, e.created_at, e.updated_at, c.config \
-                               from flag_configs c join environments e on e.id = c.environment_id \
-                               where c.flag_id = $1 order by e.id";
+        // Locked (PostgreSQL): configuration changes read the flag's definition once they hold their
+        // configuration's lock (`flag_configs.rs`), so they wait for this change and then see it.
+        const CONFIGS: (&str, &str) = (
+            "select e.id, e.key, e.name, e.revision, e.created_at, e.updated_at, c.config \
+             from flag_configs c join environments e on e.id = c.environment_id \
+             where c.flag_id = $1 order by e.id for update of c",
+            "select e.id, e.key, e.name, e.revision, e.created_at, e.updated_at, c.config \
+             from flag_configs c join environments e on e.id = c.environment_id \
+             where c.flag_id = $1 order by e.id",
+        );
         if flag.key != *key {
             return Err(ValidationErrors::single("key", "a flag's key cannot be changed").into());
         }
@@ -275,8 +250,10 @@ impl Store {
             env: EnvRow,
             config: Json<FlagConfigSpec>,
         }
-        let configs: Vec<EnvConfig> =
-            on!(&mut tx, |c, d| sqlx::query_as(CONFIGS).bind(flag_id).fetch_all(c).await?);
+        let configs: Vec<EnvConfig> = on!(&mut tx, |c, d| sqlx::query_as(d.pick(CONFIGS.0, CONFIGS.1))
+            .bind(flag_id)
+            .fetch_all(c)
+            .await?);
         for EnvConfig { env, config } in configs {
             FlagConfig::parse(config.0.clone(), &flag)
                 .map_err(|e| StoreError::Invalid(e.prefixed(&format!("environments.{}", env.key))))?;
@@ -368,128 +345,6 @@ impl Store {
         let config = config_row(&mut tx, flag_row.id, &env, flag).await?;
         let flag_record = flag_row.record()?;
         config_record(&flag_record.flag, environment, config)
-    }
-
-    /// Replaces a flag's configuration in one environment. With `if_version`, refuses
-    /// ([`StoreError::VersionMismatch`]) unless that is the current version: optimistic concurrency.
-    pub async fn put_flag_config(
-        &self,
-        actor: &Actor,
-        project: &ProjectKey,
-        flag: &FlagKey,
-        environment: &EnvironmentKey,
-        spec: FlagConfigSpec,
-        if_version: Option<u64>,
-    ) -> Result<FlagConfigRecord> {
-        self.change_flag_config(actor, project, flag, environment, if_version, "flag.configure", |_| Ok(spec))
-            .await
-    }
-
-    /// Turns a flag on or off in one environment, leaving the rest of its configuration as it is.
-    pub async fn toggle_flag(
-        &self,
-        actor: &Actor,
-        project: &ProjectKey,
-        flag: &FlagKey,
-        environment: &EnvironmentKey,
-        on: bool,
-    ) -> Result<FlagConfigRecord> {
-        self.change_flag_config(actor, project, flag, environment, None, "flag.toggle", |mut current| {
-            current.on = on;
-            Ok(current)
-        })
-        .await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn change_flag_config(
-        &self,
-        actor: &Actor,
-        project: &ProjectKey,
-        flag: &FlagKey,
-        environment: &EnvironmentKey,
-        if_version: Option<u64>,
-        action: &'static str,
-        change: impl FnOnce(FlagConfigSpec) -> Result<FlagConfigSpec>,
-    ) -> Result<FlagConfigRecord> {
-        // The version check and the update are one statement, so two writers holding the same
-        // version cannot both succeed.
-        const UPDATE: &str = "update flag_configs set config = $3, version = version + 1, updated_at = $4 \
-                              where flag_id = $1 and environment_id = $2 and version = $5 \
-                              returning config, version, updated_at";
-        let at = now();
-        let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
-        let env = write::environment(&mut tx, &project_row, environment).await?;
-        // Share-locked: the configuration is validated against this definition, so the definition must
-        // not change (`update_flag`, `delete_flag`) until this write commits.
-        let flag_row = flag_row_for_share(&mut tx, &project_row, flag).await?;
-        let flag_id = flag_row.id;
-        let flag_record = flag_row.record()?;
-        // Locked: a write without `If-Match` applies to whatever is current when it gets its turn,
-        // instead of failing as a version mismatch nobody asked to check.
-        let current = config_row_for_update(&mut tx, flag_id, &env, flag).await?;
-        let current_version = to_u64(current.version);
-        if let Some(expected) = if_version
-            && expected != current_version
-        {
-            return Err(StoreError::VersionMismatch { expected, current: current_version });
-        }
-        let before = current.config.0.clone();
-        let mut spec = change(current.config.0)?;
-        spec.version = current_version + 1;
-        let config = FlagConfig::parse(spec, &flag_record.flag)?;
-        let updated: Option<ConfigRow> = on!(&mut tx, |c, d| sqlx::query_as(UPDATE)
-            .bind(flag_id)
-            .bind(env.id)
-            .bind(Json(config.spec()))
-            .bind(at)
-            .bind(current.version)
-            .fetch_optional(c)
-            .await?);
-        let Some(updated) = updated else {
-            // Someone else changed it between our read and our write.
-            let now_current = config_row(&mut tx, flag_id, &env, flag).await?;
-            return Err(StoreError::VersionMismatch {
-                expected: if_version.unwrap_or(current_version),
-                current: to_u64(now_current.version),
-            });
-        };
-        if !flag_record.flag.archived {
-            let payload = configured(&flag_record.flag, config.spec());
-            write::record_change(
-                &mut tx,
-                project.as_str(),
-                &env,
-                Change::upsert_json(ItemKind::Flag, flag.as_str(), &payload),
-                at,
-            )
-            .await?;
-        }
-        write::check_flag_config(
-            &mut tx,
-            &env,
-            ConfiguredFlag::new(flag_record.flag.clone(), config.clone()),
-        )
-        .await?;
-        write::append_audit(
-            &mut tx,
-            AuditEntry {
-                actor,
-                action,
-                resource: format!("projects/{project}/flags/{flag}/environments/{environment}"),
-                project: Some(project.as_str()),
-                environment: Some(environment.as_str()),
-                flag: Some(flag.as_str()),
-                before: Some(json!(before)),
-                after: Some(json!(config.spec())),
-            },
-            at,
-        )
-        .await?;
-        let record = config_record(&flag_record.flag, environment, updated)?;
-        self.commit(tx).await?;
-        Ok(record)
     }
 }
 

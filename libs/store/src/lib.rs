@@ -4,6 +4,8 @@
 //! Every write is one transaction that changes the item, bumps each affected environment's revision
 //! with a change-log row (the event the data plane will receive), appends a hash-chained audit record,
 //! and checks that the environment still compiles. If any part fails, nothing is written.
+//! Configuration changes that arrive together share a transaction (group commit, see
+//! `flag_configs.rs`), each still decided and answered on its own.
 //!
 //! The change log is an outbox: [`Store::pending_changes`] hands unsent rows to the relay, which
 //! publishes them and calls [`Store::mark_sent`]. A bus outage only delays delivery.
@@ -14,6 +16,7 @@ mod changes;
 mod db;
 mod environments;
 mod error;
+mod flag_configs;
 mod flags;
 mod projects;
 mod records;
@@ -36,7 +39,7 @@ pub use records::{
     Actor, AuditQuery, AuditRecord, AuditVerification, EnvironmentRecord, FlagConfigRecord, FlagRecord,
     KeyKind, NewSdkKeys, ProjectRecord, Role, SdkKeyRecord, SegmentRecord, TokenRecord,
 };
-pub use tokens::NewToken;
+pub use tokens::{NewToken, VERIFIED_TOKEN_TTL};
 
 use crate::db::Pool;
 
@@ -49,6 +52,10 @@ pub struct Store {
     pool: Pool,
     /// Wakes the relay after a commit when the database cannot (SQLite has no LISTEN/NOTIFY).
     local_wake: Arc<tokio::sync::Notify>,
+    /// Configuration changes waiting to be committed together.
+    config_writes: Arc<flag_configs::GroupCommit>,
+    /// Management tokens verified recently.
+    verified_tokens: Arc<tokens::VerifiedTokens>,
 }
 
 impl Store {
@@ -72,12 +79,21 @@ impl Store {
             Pool::Postgres(
                 PgPoolOptions::new()
                     .max_connections(max_connections)
+                    // No ping before every use (sqlx's default): it doubles the round trips of a
+                    // one-statement read. A connection that died is found by the statement itself,
+                    // which fails as `Unavailable` (nothing written), and is then replaced.
+                    .test_before_acquire(false)
                     .acquire_timeout(Duration::from_secs(5))
                     .connect(url)
                     .await?,
             )
         };
-        Ok(Store { pool, local_wake: Arc::new(tokio::sync::Notify::new()) })
+        Ok(Store {
+            pool,
+            local_wake: Arc::new(tokio::sync::Notify::new()),
+            config_writes: Arc::default(),
+            verified_tokens: Arc::default(),
+        })
     }
 
     /// Applies the migrations for this backend (`migrations/postgres` or `migrations/sqlite`).

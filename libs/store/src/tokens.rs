@@ -1,5 +1,9 @@
 //! Management tokens. Only hashes are stored; a token's secret is shown once, at creation.
 
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
 use serde_json::json;
 use sqlx::FromRow;
 use sqlx::types::Json;
@@ -7,7 +11,7 @@ use time::OffsetDateTime;
 use vexil_model::{ProjectKey, ValidationErrors};
 
 use crate::Store;
-use crate::db::on;
+use crate::db::{on, on_pool};
 use crate::error::{Result, StoreError};
 use crate::records::{Actor, Role, TokenRecord};
 use crate::secrets::{self, NewSecret, SecretKind};
@@ -129,15 +133,28 @@ impl Store {
     }
 
     /// The token a presented secret belongs to, if it is valid. Compares hashes in constant time.
+    /// A valid token is remembered for [`VERIFIED_TOKEN_TTL`] (see [`VerifiedTokens`]).
     pub async fn authenticate(&self, presented: &str) -> Result<Option<TokenRecord>> {
+        let digest = secrets::sha256(presented);
+        if let Some(token) = self.verified_tokens.get(&digest) {
+            return Ok(Some(token));
+        }
+        let token = self.authenticate_in_database(presented).await?;
+        if let Some(token) = &token {
+            self.verified_tokens.insert(digest, token.clone());
+        }
+        Ok(token)
+    }
+
+    async fn authenticate_in_database(&self, presented: &str) -> Result<Option<TokenRecord>> {
         // Generated tokens carry their id; a chosen (bootstrap) token's id is derived from its hash.
         let id = match secrets::id_of(SecretKind::Management, presented) {
             Some(id) => id.to_owned(),
             None => secrets::from_chosen(presented).id,
         };
-        let mut tx = self.begin().await?;
+        // One statement, outside a transaction: every API request makes this look-up.
         let row: Option<TokenRow> =
-            on!(&mut tx, |c, d| sqlx::query_as(SQL_BY_ID).bind(&id).fetch_optional(c).await?);
+            on_pool!(&self.pool, |pool, d| sqlx::query_as(SQL_BY_ID).bind(&id).fetch_optional(pool).await?);
         match row {
             Some(row) if secrets::matches(presented, &row.secret_sha256) => Ok(Some(row.record()?)),
             _ => Ok(None),
@@ -169,6 +186,7 @@ impl Store {
             on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(id).fetch_optional(c).await?);
         let record =
             row.ok_or_else(|| StoreError::NotFound { resource: "token", key: id.to_owned() })?.record()?;
+        self.verified_tokens.clear();
         write::append_audit(
             &mut tx,
             AuditEntry {
@@ -185,6 +203,44 @@ impl Store {
         )
         .await?;
         self.commit(tx).await
+    }
+}
+
+/// How long a verified token is taken on trust without asking the database again.
+pub const VERIFIED_TOKEN_TTL: Duration = Duration::from_secs(1);
+/// More distinct valid tokens than this in one second empties the cache rather than growing it.
+const VERIFIED_TOKEN_CAPACITY: usize = 1_024;
+
+/// Tokens verified in the last [`VERIFIED_TOKEN_TTL`], by the SHA-256 of the presented secret.
+///
+/// Every API request authenticates, and a database round trip for each is a large share of a small
+/// request's cost. A token revoked through this process is forgotten at once (the cache is emptied);
+/// one revoked through another control-plane replica still works here for at most the TTL. Only valid
+/// tokens are kept, so guessing cannot fill it.
+#[derive(Debug, Default)]
+pub(crate) struct VerifiedTokens {
+    entries: Mutex<HashMap<[u8; 32], (Instant, TokenRecord)>>,
+}
+
+impl VerifiedTokens {
+    fn get(&self, digest: &[u8; 32]) -> Option<TokenRecord> {
+        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        entries
+            .get(digest)
+            .filter(|(verified, _)| verified.elapsed() < VERIFIED_TOKEN_TTL)
+            .map(|(_, token)| token.clone())
+    }
+
+    fn insert(&self, digest: [u8; 32], token: TokenRecord) {
+        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        if entries.len() >= VERIFIED_TOKEN_CAPACITY {
+            entries.clear();
+        }
+        entries.insert(digest, (Instant::now(), token));
+    }
+
+    fn clear(&self) {
+        self.entries.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 }
 

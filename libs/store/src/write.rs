@@ -2,7 +2,7 @@
 //! the environment's revision with a change-log row, append a hash-chained audit record, and check that
 //! the environment still compiles. If any piece fails, the transaction is dropped and nothing is written.
 
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use prost::Message;
 use serde::Serialize;
@@ -139,9 +139,7 @@ pub(crate) fn parse_item(text: &str) -> ItemKind {
     }
 }
 
-/// Bumps the environment's revision and appends the change-log row that carries it. The `update ...
-/// returning` takes the environment row's lock, so concurrent writers to one environment get
-/// consecutive revisions in commit order.
+/// Bumps the environment's revision and appends the change-log row that carries it.
 pub(crate) async fn record_change(
     tx: &mut Tx,
     project: &str,
@@ -149,25 +147,100 @@ pub(crate) async fn record_change(
     change: Change<'_>,
     at: OffsetDateTime,
 ) -> Result<u64> {
-    const BUMP: &str = "update environments set revision = revision + 1 where id = $1 returning revision";
-    const LOG: &str = "insert into change_log \
-        (environment_id, project, environment, revision, kind, item, key, payload, committed_at) \
-        values ($1, $2, $3, $4, $5, $6, $7, $8, $9)";
-    let revision: i64 = on!(tx, |c, d| sqlx::query_scalar(BUMP).bind(env.id).fetch_one(&mut *c).await?);
-    on!(tx, |c, d| sqlx::query(LOG)
-        .bind(env.id)
-        .bind(project)
-        .bind(&env.key)
-        .bind(revision)
-        .bind(kind_name(change.kind))
-        .bind(item_name(change.item))
-        .bind(change.key)
-        .bind(&change.payload)
+    let revisions = record_changes(tx, vec![LoggedChange { project, env, change }], at).await?;
+    Ok(revisions[0])
+}
+
+/// A change with the environment whose change log it goes into.
+pub(crate) struct LoggedChange<'a> {
+    pub(crate) project: &'a str,
+    pub(crate) env: &'a EnvRow,
+    pub(crate) change: Change<'a>,
+}
+
+/// Bumps each environment's revision once per change and appends the change-log rows carrying them,
+/// in the order given: two statements per environment touched, whatever the number of changes. The
+/// `update ... returning` takes the environment row's lock, so concurrent writers to one environment
+/// get consecutive revisions in commit order. Environments are locked in id order, the order every
+/// writer uses, so two writers never wait for each other in a circle. Returns each change's revision.
+pub(crate) async fn record_changes(
+    tx: &mut Tx,
+    changes: Vec<LoggedChange<'_>>,
+    at: OffsetDateTime,
+) -> Result<Vec<u64>> {
+    const BUMP: &str = "update environments set revision = revision + $2 where id = $1 returning revision";
+    const LOG: (&str, &str) = (
+        "insert into change_log \
+         (environment_id, project, environment, revision, kind, item, key, payload, committed_at) \
+         select environment_id, project, environment, revision, kind, item, key, decode(payload, 'hex'), $2 \
+         from jsonb_to_recordset($1) as x(environment_id bigint, project text, environment text, \
+         revision bigint, kind text, item text, key text, payload text)",
+        "insert into change_log \
+         (environment_id, project, environment, revision, kind, item, key, payload, committed_at) \
+         select value ->> 'environment_id', value ->> 'project', value ->> 'environment', \
+         value ->> 'revision', value ->> 'kind', value ->> 'item', value ->> 'key', \
+         unhex(value ->> 'payload'), $2 from json_each($1)",
+    );
+    #[derive(Serialize)]
+    struct Row<'a> {
+        environment_id: i64,
+        project: &'a str,
+        environment: &'a str,
+        revision: i64,
+        kind: &'static str,
+        item: &'static str,
+        key: &'a str,
+        payload: String,
+    }
+    let mut counts: BTreeMap<i64, i64> = BTreeMap::new();
+    for logged in &changes {
+        *counts.entry(logged.env.id).or_default() += 1;
+    }
+    // The first revision each environment's changes take, in id order.
+    let mut next: BTreeMap<i64, i64> = BTreeMap::new();
+    for (env_id, count) in counts {
+        let last: i64 =
+            on!(&mut *tx, |c, d| sqlx::query_scalar(BUMP).bind(env_id).bind(count).fetch_one(c).await?);
+        next.insert(env_id, last - count + 1);
+    }
+    let mut revisions = Vec::with_capacity(changes.len());
+    let rows: Vec<Row<'_>> = changes
+        .iter()
+        .map(|logged| {
+            let slot = next.get_mut(&logged.env.id).expect("counted above");
+            let revision = *slot;
+            *slot += 1;
+            revisions.push(to_u64(revision));
+            Row {
+                environment_id: logged.env.id,
+                project: logged.project,
+                environment: &logged.env.key,
+                revision,
+                kind: kind_name(logged.change.kind),
+                item: item_name(logged.change.item),
+                key: logged.change.key,
+                payload: hex(&logged.change.payload),
+            }
+        })
+        .collect();
+    on!(&mut *tx, |c, d| sqlx::query(d.pick(LOG.0, LOG.1))
+        .bind(Json(&rows))
         .bind(at)
         .execute(c)
         .await
         .map(drop)?);
-    Ok(to_u64(revision))
+    Ok(revisions)
+}
+
+/// Lower-case hexadecimal, as `decode(.., 'hex')` (PostgreSQL) and `unhex` (SQLite) read it.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut text = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        text.push(DIGITS[usize::from(byte >> 4)] as char);
+        text.push(DIGITS[usize::from(byte & 0xf)] as char);
+    }
+    text
 }
 
 /// What an audit record says, before it is chained.
@@ -209,67 +282,109 @@ pub(crate) fn audit_hash(prev_hash: &[u8], fields: &AuditFields<'_>) -> [u8; 32]
     hasher.finalize().into()
 }
 
-/// Appends an audit record at the end of the chain. Locking the chain head serialises appends, so
-/// every record's `seq` is the previous one plus one and its hash covers the previous hash.
+/// Appends an audit record at the end of the chain.
 pub(crate) async fn append_audit(tx: &mut Tx, entry: AuditEntry<'_>, at: OffsetDateTime) -> Result<()> {
-    let head: (i64, Vec<u8>) = on!(tx, |c, d| sqlx::query_as(d.pick(
+    append_audits(tx, vec![entry], at).await
+}
+
+/// Appends audit records at the end of the chain, in order: three statements, whatever their number.
+/// Locking the chain head serialises appends, so every record's `seq` is the previous one plus one and
+/// its hash covers the previous hash.
+pub(crate) async fn append_audits(
+    tx: &mut Tx,
+    entries: Vec<AuditEntry<'_>>,
+    at: OffsetDateTime,
+) -> Result<()> {
+    const INSERT: (&str, &str) = (
+        "insert into audit.records (seq, at, actor_token_id, actor_name, action, resource, project, \
+         environment, flag, before, after, request_id, prev_hash, hash) \
+         select seq, $2, actor_token_id, actor_name, action, resource, project, environment, flag, \
+         before, after, request_id, decode(prev_hash, 'hex'), decode(hash, 'hex') \
+         from jsonb_to_recordset($1) as x(seq bigint, actor_token_id text, actor_name text, action text, \
+         resource text, project text, environment text, flag text, before text, after text, \
+         request_id text, prev_hash text, hash text)",
+        "insert into audit_records (seq, at, actor_token_id, actor_name, action, resource, project, \
+         environment, flag, before, after, request_id, prev_hash, hash) \
+         select value ->> 'seq', $2, value ->> 'actor_token_id', value ->> 'actor_name', \
+         value ->> 'action', value ->> 'resource', value ->> 'project', value ->> 'environment', \
+         value ->> 'flag', value ->> 'before', value ->> 'after', value ->> 'request_id', \
+         unhex(value ->> 'prev_hash'), unhex(value ->> 'hash') from json_each($1)",
+    );
+    #[derive(Serialize)]
+    struct Row<'a> {
+        seq: i64,
+        actor_token_id: Option<&'a str>,
+        actor_name: &'a str,
+        action: &'static str,
+        resource: &'a str,
+        project: Option<&'a str>,
+        environment: Option<&'a str>,
+        flag: Option<&'a str>,
+        before: Option<String>,
+        after: Option<String>,
+        request_id: Option<&'a str>,
+        prev_hash: String,
+        hash: String,
+    }
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let head: (i64, Vec<u8>) = on!(&mut *tx, |c, d| sqlx::query_as(d.pick(
         "select seq, hash from audit.chain_head where singleton for update",
         "select seq, hash from audit_chain_head where singleton = 1",
     ))
-    .fetch_one(&mut *c)
+    .fetch_one(c)
     .await?);
-    let seq = to_u64(head.0) + 1;
-    let before = entry.before.as_ref().map(serde_json::Value::to_string);
-    let after = entry.after.as_ref().map(serde_json::Value::to_string);
-    let fields = AuditFields {
-        seq,
-        at,
-        texts: [
-            entry.actor.token_id.as_deref(),
-            Some(&entry.actor.name),
-            Some(entry.action),
-            Some(&entry.resource),
-            entry.project,
-            entry.environment,
-            entry.flag,
-            before.as_deref(),
-            after.as_deref(),
-            entry.actor.request_id.as_deref(),
-            None,
-        ],
-    };
-    let hash = audit_hash(&head.1, &fields);
-    on!(tx, |c, d| {
-        sqlx::query(d.pick(
-            "insert into audit.records (seq, at, actor_token_id, actor_name, action, resource, project, \
-             environment, flag, before, after, request_id, prev_hash, hash) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-            "insert into audit_records (seq, at, actor_token_id, actor_name, action, resource, project, \
-             environment, flag, before, after, request_id, prev_hash, hash) \
-             values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-        ))
-        .bind(seq as i64)
-        .bind(at)
-        .bind(entry.actor.token_id.as_deref())
-        .bind(&entry.actor.name)
-        .bind(entry.action)
-        .bind(&entry.resource)
-        .bind(entry.project)
-        .bind(entry.environment)
-        .bind(entry.flag)
-        .bind(before.as_deref())
-        .bind(after.as_deref())
-        .bind(entry.actor.request_id.as_deref())
-        .bind(&head.1)
-        .bind(hash.as_slice())
-        .execute(&mut *c)
-        .await?;
+    let mut seq = to_u64(head.0);
+    let mut previous = head.1;
+    let mut rows = Vec::with_capacity(entries.len());
+    for entry in &entries {
+        seq += 1;
+        let before = entry.before.as_ref().map(serde_json::Value::to_string);
+        let after = entry.after.as_ref().map(serde_json::Value::to_string);
+        let fields = AuditFields {
+            seq,
+            at,
+            texts: [
+                entry.actor.token_id.as_deref(),
+                Some(&entry.actor.name),
+                Some(entry.action),
+                Some(&entry.resource),
+                entry.project,
+                entry.environment,
+                entry.flag,
+                before.as_deref(),
+                after.as_deref(),
+                entry.actor.request_id.as_deref(),
+                None,
+            ],
+        };
+        let hash = audit_hash(&previous, &fields);
+        rows.push(Row {
+            seq: seq as i64,
+            actor_token_id: entry.actor.token_id.as_deref(),
+            actor_name: &entry.actor.name,
+            action: entry.action,
+            resource: &entry.resource,
+            project: entry.project,
+            environment: entry.environment,
+            flag: entry.flag,
+            before,
+            after,
+            request_id: entry.actor.request_id.as_deref(),
+            prev_hash: hex(&previous),
+            hash: hex(&hash),
+        });
+        previous = hash.to_vec();
+    }
+    on!(&mut *tx, |c, d| {
+        sqlx::query(d.pick(INSERT.0, INSERT.1)).bind(Json(&rows)).bind(at).execute(&mut *c).await?;
         sqlx::query(d.pick(
             "update audit.chain_head set seq = $1, hash = $2 where singleton",
             "update audit_chain_head set seq = $1, hash = $2 where singleton = 1",
         ))
         .bind(seq as i64)
-        .bind(hash.as_slice())
+        .bind(previous.as_slice())
         .execute(c)
         .await?;
     });
@@ -310,15 +425,13 @@ struct KeyRow {
     expires_at: Option<OffsetDateTime>,
 }
 
-/// Everything the environment serves now: its flags (not archived) with their configurations, its
-/// segments, and its SDK keys (hashes only).
-pub(crate) async fn environment_state(tx: &mut Tx, env_id: i64) -> Result<(Snapshot, Vec<SdkKey>)> {
+/// Everything the environment serves now: its flags (not archived) with their configurations and its
+/// segments, parsed (to compile them).
+pub(crate) async fn environment_state(tx: &mut Tx, env_id: i64) -> Result<Snapshot> {
     const REVISION: &str = "select revision from environments where id = $1";
     const FLAGS: &str = "select f.spec, c.config from flags f join flag_configs c on c.flag_id = f.id \
                          where c.environment_id = $1 and not f.archived order by f.key";
     const SEGMENTS: &str = "select spec from segments where environment_id = $1 order by key";
-    const KEYS: &str =
-        "select id, kind, secret_sha256, expires_at from sdk_keys where environment_id = $1 order by id";
     let revision: Option<i64> =
         on!(tx, |c, d| sqlx::query_scalar(REVISION).bind(env_id).fetch_optional(c).await?);
     let revision =
@@ -327,10 +440,43 @@ pub(crate) async fn environment_state(tx: &mut Tx, env_id: i64) -> Result<(Snaps
         on!(tx, |c, d| sqlx::query_as(FLAGS).bind(env_id).fetch_all(c).await?);
     let segment_rows: Vec<SpecRow> =
         on!(tx, |c, d| sqlx::query_as(SEGMENTS).bind(env_id).fetch_all(c).await?);
-    let key_rows: Vec<KeyRow> = on!(tx, |c, d| sqlx::query_as(KEYS).bind(env_id).fetch_all(c).await?);
-
     let flags = flag_rows.into_iter().map(ConfiguredRow::parse).collect::<Result<Vec<_>>>()?;
     let segments = segment_rows.into_iter().map(SpecRow::parse).collect::<Result<Vec<_>>>()?;
+    Ok(Snapshot { revision: to_u64(revision), flags, segments })
+}
+
+/// The environment as the data plane receives it: [`environment_state`] as snapshot JSON, put
+/// together by the database from the stored JSON (what was validated when it was written) rather than
+/// parsed and serialised again, and its SDK keys (hashes only). The relay sends one after every batch
+/// of changes, so this is on the write path's critical resources.
+pub(crate) async fn environment_snapshot_json(
+    tx: &mut Tx,
+    env_id: i64,
+) -> Result<(u64, Vec<u8>, Vec<SdkKey>)> {
+    const STATE: (&str, &str) = (
+        "select e.revision, json_build_object('revision', e.revision, \
+           'flags', coalesce((select json_agg(json_build_object('flag', f.spec, 'config', c.config) order by f.key) \
+              from flags f join flag_configs c on c.flag_id = f.id \
+              where c.environment_id = e.id and not f.archived), '[]'::json), \
+           'segments', coalesce((select json_agg(s.spec order by s.key) from segments s \
+              where s.environment_id = e.id), '[]'::json))::text \
+         from environments e where e.id = $1",
+        // SQLite keeps JSON as text: `json(..)` marks it as JSON so that it is embedded, not quoted.
+        "select e.revision, json_object('revision', e.revision, \
+           'flags', json((select json_group_array(json_object('flag', json(spec), 'config', json(config))) \
+              from (select f.spec, c.config from flags f join flag_configs c on c.flag_id = f.id \
+                    where c.environment_id = e.id and not f.archived order by f.key))), \
+           'segments', json((select json_group_array(json(spec)) \
+              from (select spec from segments where environment_id = e.id order by key)))) \
+         from environments e where e.id = $1",
+    );
+    const KEYS: &str =
+        "select id, kind, secret_sha256, expires_at from sdk_keys where environment_id = $1 order by id";
+    let state: Option<(i64, String)> =
+        on!(tx, |c, d| sqlx::query_as(d.pick(STATE.0, STATE.1)).bind(env_id).fetch_optional(c).await?);
+    let (revision, json) =
+        state.ok_or_else(|| StoreError::NotFound { resource: "environment", key: env_id.to_string() })?;
+    let key_rows: Vec<KeyRow> = on!(tx, |c, d| sqlx::query_as(KEYS).bind(env_id).fetch_all(c).await?);
     let keys = key_rows
         .into_iter()
         .map(|row| SdkKey {
@@ -340,14 +486,14 @@ pub(crate) async fn environment_state(tx: &mut Tx, env_id: i64) -> Result<(Snaps
             expires_at_ms: row.expires_at.map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64),
         })
         .collect();
-    Ok((Snapshot { revision: to_u64(revision), flags, segments }, keys))
+    Ok((to_u64(revision), json.into_bytes(), keys))
 }
 
 /// Compiles the environment as it stands inside the transaction, so a change that would leave it
 /// unservable (a prerequisite cycle, a reference to a deleted segment) is refused before commit.
 /// Problems in `edited_flag` are reported by field path; problems elsewhere are conflicts.
 pub(crate) async fn check_environment(tx: &mut Tx, env: &EnvRow, edited_flag: Option<&str>) -> Result<()> {
-    let (snapshot, _) = environment_state(tx, env.id).await?;
+    let snapshot = environment_state(tx, env.id).await?;
     compiles(snapshot, env, edited_flag)
 }
 
@@ -359,10 +505,19 @@ pub(crate) async fn check_environment(tx: &mut Tx, env: &EnvRow, edited_flag: Op
 /// The verdict is the same: other flags depend on a flag only through its key and variations, which a
 /// configuration does not change, so anything a configuration can break (an unknown prerequisite or
 /// segment, a required variation out of range, a prerequisite cycle, which must pass through the edited
-/// flag) lies inside that closure. Called after the revision bump, like `check_environment`: its row
-/// lock makes concurrent writers to the environment check one after the other, each seeing the others'
-/// committed changes.
-pub(crate) async fn check_flag_config(tx: &mut Tx, env: &EnvRow, edited: ConfiguredFlag) -> Result<()> {
+/// flag) lies inside that closure. Called with the environment's row locked (`for update`, or by the
+/// revision bump), like `check_environment`: that lock makes concurrent writers to the environment
+/// check one after the other, each seeing the others' committed changes.
+///
+/// `pending` holds flags of this environment changed earlier in the same transaction but not written
+/// yet (a batch of configuration writes, [`crate::flag_configs`]): where the closure reaches one of them,
+/// the check sees the pending version, as it would had the earlier change been written first.
+pub(crate) async fn check_flag_config(
+    tx: &mut Tx,
+    env: &EnvRow,
+    edited: ConfiguredFlag,
+    pending: &HashMap<String, ConfiguredFlag>,
+) -> Result<()> {
     const FLAGS: (&str, &str) = (
         "select f.spec, c.config from flags f join flag_configs c on c.flag_id = f.id \
          where c.environment_id = $1 and not f.archived and f.key in (select jsonb_array_elements_text($2))",
@@ -397,7 +552,8 @@ pub(crate) async fn check_flag_config(tx: &mut Tx, env: &EnvRow, edited: Configu
             sqlx::query_as(d.pick(postgres, sqlite)).bind(env.id).bind(Json(&wanted)).fetch_all(c).await?
         });
         for row in rows {
-            flags.push(row.parse()?);
+            let flag = row.parse()?;
+            flags.push(pending.get(flag.flag().key.as_str()).cloned().unwrap_or(flag));
         }
     }
     let segment_keys: BTreeSet<&str> = flags

@@ -23,6 +23,10 @@ const BATCH: i64 = 64;
 const SENT_RETENTION: time::Duration = time::Duration::days(7);
 /// How often the active relay prunes delivered rows.
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often the active relay checks that it still holds the lease (a round trip on the lease's
+/// connection). Should it have lost it, another replica may relay too until the next check: harmless,
+/// as replicas ignore a revision they have already applied.
+const LEASE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// Runs until `shutdown` turns true.
 pub async fn run(store: Store, bus: Bus, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
@@ -57,10 +61,14 @@ async fn relay_while_held(
     let mut waker = store.change_waker().await;
     let mut backoff = Duration::from_millis(100);
     let mut next_prune = tokio::time::Instant::now();
+    let mut next_lease_check = tokio::time::Instant::now();
     while !*shutdown.borrow() {
-        if !lease.is_held().await {
-            tracing::warn!("relay lease lost; stepping down");
-            return;
+        if tokio::time::Instant::now() >= next_lease_check {
+            if !lease.is_held().await {
+                tracing::warn!("relay lease lost; stepping down");
+                return;
+            }
+            next_lease_check = tokio::time::Instant::now() + LEASE_CHECK_EVERY;
         }
         if tokio::time::Instant::now() >= next_prune {
             next_prune += PRUNE_EVERY;
@@ -103,8 +111,12 @@ pub async fn relay_once(store: &Store, bus: &Bus, metrics: &Metrics) -> anyhow::
         delivered += batch.events.len();
         metrics.relay_published.add(batch.events.len() as u64);
     }
-    if !pending.is_empty() {
+    if pending.len() as i64 == BATCH {
+        // More environments may be waiting than one pass takes.
         metrics.relay_unsent.set(store.unsent_count().await.map_or(-1, |n| n as i64));
+    } else if !pending.is_empty() {
+        // Everything that was waiting has been delivered (what committed since is the next pass's).
+        metrics.relay_unsent.set(0);
     }
     Ok(delivered)
 }

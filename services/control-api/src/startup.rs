@@ -66,9 +66,11 @@ pub fn api_scope() -> scope::Scope<
         InitError = (),
     >,
 > {
+    // actix tries resources in the order they are registered, one regular expression each, so the
+    // routes called most (a flag's configuration changes) come first.
     scope::scope("/api/v1")
-        .configure(routes::projects::configure)
         .configure(routes::flags::configure)
+        .configure(routes::projects::configure)
         .configure(routes::segments::configure)
         .configure(routes::audit::configure)
         .configure(routes::tokens::configure)

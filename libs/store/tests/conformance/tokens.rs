@@ -55,3 +55,19 @@ async fn a_token_cannot_be_scoped_to_a_project_that_does_not_exist(store: Store)
     }
     assert!(store.list_tokens().await.unwrap().iter().all(|token| token.name != "typo"), "nothing written");
 }
+
+/// Two control-plane replicas on one database: a token revoked through one stops working on the
+/// other within the verified-token TTL (and at once on the one that revoked it).
+#[tokio::test]
+async fn a_token_revoked_through_another_replica_stops_working_within_the_ttl() {
+    let (here, url) = postgres_with_url().await;
+    let there = Store::connect(&url).await.unwrap();
+    let token = NewToken { name: "ci".into(), role: Role::Admin, projects: None };
+    let (record, secret) = here.create_token(&actor(), token).await.unwrap();
+    assert!(here.authenticate(&secret).await.unwrap().is_some());
+    assert!(there.authenticate(&secret).await.unwrap().is_some());
+    there.delete_token(&actor(), &record.id).await.unwrap();
+    assert_eq!(there.authenticate(&secret).await.unwrap(), None);
+    tokio::time::sleep(vexil_store::VERIFIED_TOKEN_TTL + std::time::Duration::from_millis(50)).await;
+    assert_eq!(here.authenticate(&secret).await.unwrap(), None);
+}

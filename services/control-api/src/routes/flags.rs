@@ -14,15 +14,16 @@ use crate::views::{FlagConfigView, FlagView};
 
 /// Registers the routes.
 pub fn configure(config: &mut utoipa_actix_web::service_config::ServiceConfig) {
+    // Configuration changes first: they are most of the API's traffic (see `api_scope`).
     config
+        .service(put_flag_config)
+        .service(toggle_flag)
+        .service(get_flag_config)
         .service(create_flag)
         .service(list_flags)
         .service(get_flag)
         .service(update_flag)
-        .service(delete_flag)
-        .service(get_flag_config)
-        .service(put_flag_config)
-        .service(toggle_flag);
+        .service(delete_flag);
 }
 
 fn keys(project: String, flag: String) -> Result<(ProjectKey, FlagKey), ApiError> {
