@@ -112,12 +112,6 @@ impl GroupCommit {
     }
 }
 
-impl std::fmt::Debug for Queued {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Queued({}/{}/{})", self.write.project, self.write.flag, self.write.environment)
-    }
-}
-
 /// Where a change's configuration lives, as found before locking.
 struct Target {
     env_id: i64,

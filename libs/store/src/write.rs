@@ -192,6 +192,9 @@ pub(crate) async fn record_changes(
         key: &'a str,
         payload: String,
     }
+    if changes.is_empty() {
+        return Ok(Vec::new());
+    }
     let mut counts: BTreeMap<i64, i64> = BTreeMap::new();
     for logged in &changes {
         *counts.entry(logged.env.id).or_default() += 1;
