@@ -186,7 +186,6 @@ impl Store {
             on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(id).fetch_optional(c).await?);
         let record =
             row.ok_or_else(|| StoreError::NotFound { resource: "token", key: id.to_owned() })?.record()?;
-        self.verified_tokens.clear();
         write::append_audit(
             &mut tx,
             AuditEntry {
@@ -202,7 +201,11 @@ impl Store {
             at,
         )
         .await?;
-        self.commit(tx).await
+        self.commit(tx).await?;
+        // After the commit: a look-up between an earlier emptying and the commit could still have
+        // found the row and remembered the token.
+        self.verified_tokens.clear();
+        Ok(())
     }
 }
 
