@@ -10,6 +10,8 @@
 //!
 //! * One task per connection (no task per stream beyond it). `TCP_NODELAY`, so a small patch is not
 //!   held back behind the previous one's acknowledgement.
+//! * Unfiltered server streams are *parked* while they are caught up: the fan-out
+//!   ([`crate::fanout`]) writes each change to their sockets without waking their tasks.
 //! * Request heads: at most [`MAX_HEAD`] bytes (`431` beyond, `400` when malformed, both
 //!   problem+json, then the connection is closed); a head must arrive within the head timeout
 //!   (default [`HEAD_TIMEOUT`]), else the connection is closed without an answer. Requests are not
@@ -34,19 +36,20 @@ use std::time::{Duration, SystemTime};
 
 use actix_web::http::StatusCode;
 use actix_web::http::header::{HeaderName, HeaderValue, HttpDate};
-use actix_web::web::{self, Buf};
+use actix_web::web::{self, Buf, Bytes, BytesMut};
 use anyhow::Context as _;
-use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use vexil_dataplane::Cache;
 use vexil_http::error::{ApiError, ErrorCode, PROBLEM_CONTENT_TYPE};
 
+use crate::fanout::{Fanout, SlotHandle};
 use crate::routes::health::{self, Reply};
 use crate::routes::{StreamRequest, StreamRoute, header_text};
-use crate::sse::{self, SseBody};
+use crate::sse;
 use crate::state::StreamingState;
+use crate::stream::{Body, Open};
 
 /// The largest request head (request line and headers) accepted. Stream URLs carry a key and, for
 /// client streams, a base64url context; browsers add cookies. actix allows 32 KiB; an EventSource
@@ -71,6 +74,7 @@ const BACKLOG: u32 = 1024;
 pub(crate) struct Shared {
     pub(crate) cache: web::Data<Cache>,
     pub(crate) streaming: web::Data<StreamingState>,
+    pub(crate) fanout: Fanout,
     pub(crate) head_timeout: Duration,
 }
 
@@ -148,7 +152,7 @@ enum Action {
     /// Write this whole answer; then read the next request, or close.
     Reply { response: Vec<u8>, keep_alive: bool },
     /// Write this head, then the stream's frames; the connection ends with the stream.
-    Stream { head: Vec<u8>, body: SseBody, chunked: bool },
+    Stream { head: Vec<u8>, body: Body, chunked: bool },
 }
 
 /// One connection, from accept to close. `_tracked` tells the drain when it is gone.
@@ -160,18 +164,26 @@ async fn connection(socket: TcpStream, shared: Arc<Shared>, _tracked: mpsc::Send
     // Best effort: without it small frames may wait for the previous segment's acknowledgement.
     let _ = socket.set_nodelay(true);
     if let Some((socket, head, body, chunked)) = Box::pin(requests(socket, &shared)).await {
-        stream(socket, head, body, chunked).await;
+        let mut out = Out { socket: Arc::new(socket), head, chunked };
+        match body {
+            Body::Open(open) => stream(out, open, &shared.fanout).await,
+            Body::RetryLater(frame) => {
+                if out.frame(Some(frame)).await.is_ok() {
+                    out.end().await;
+                }
+            }
+        }
     }
 }
 
 /// Answers requests until the connection closes (`None`) or a request opens a stream: then the
 /// socket, the stream's head and body, and whether it is chunked.
-async fn requests(mut socket: TcpStream, shared: &Shared) -> Option<(TcpStream, Vec<u8>, SseBody, bool)> {
+async fn requests(mut socket: TcpStream, shared: &Shared) -> Option<(TcpStream, Vec<u8>, Body, bool)> {
     let mut buf = Vec::new();
     loop {
         match read_request(&mut socket, &mut buf, shared).await? {
             Action::Reply { response, keep_alive } => {
-                write_all(&mut socket, response.as_slice()).await.ok()?;
+                write_all(&socket, response.as_slice()).await.ok()?;
                 if !keep_alive {
                     Box::pin(close(socket)).await;
                     return None;
@@ -414,18 +426,68 @@ fn split_target(target: &str) -> (&str, &str) {
     (path, query)
 }
 
-/// Writes a stream: its head with the first frame, then each frame as the body yields it, as one
-/// chunk each (whole: straight from the frame's bytes to the socket, no copy into a buffer). While the
+/// The writing side of a stream's connection: the response head until the first frame goes out with
+/// it, then frames as chunks (or as they are, for HTTP/1.0).
+struct Out {
+    /// Shared with the fan-out while the stream is parked.
+    socket: Arc<TcpStream>,
+    head: Vec<u8>,
+    chunked: bool,
+}
+
+impl Out {
+    /// Writes one frame (whole, straight from its bytes: no copy into a buffer), or with `None` the end
+    /// of the body.
+    async fn frame(&mut self, frame: Option<Bytes>) -> io::Result<()> {
+        let head = self.head.as_slice();
+        let written = match frame {
+            Some(frame) if self.chunked => {
+                let (size, len) = chunk_size(frame.len());
+                write_all(&self.socket, Buf::chain(head, &size[..len]).chain(frame).chain(&b"\r\n"[..])).await
+            }
+            Some(frame) => write_all(&self.socket, Buf::chain(head, frame)).await,
+            None if self.chunked => write_all(&self.socket, Buf::chain(head, &b"0\r\n\r\n"[..])).await,
+            None => write_all(&self.socket, head).await,
+        };
+        // Written with the first frame; its allocation goes now.
+        self.head = Vec::new();
+        written
+    }
+
+    /// Ends the body and then the connection.
+    async fn end(mut self) {
+        if self.frame(None).await.is_err() {
+            return;
+        }
+        // Unparked streams only end: the fan-out holds no clone of the socket any more.
+        if let Ok(socket) = Arc::try_unwrap(self.socket) {
+            Box::pin(close(socket)).await;
+        }
+    }
+}
+
+/// Writes a stream: its head with the first frame, then each frame as the stream yields it. While the
 /// stream has nothing to send, a read of a few bytes waits on the socket, so a client that goes away
-/// ends the stream at once (not at the next heartbeat).
-async fn stream(mut socket: TcpStream, mut head: Vec<u8>, mut body: SseBody, chunked: bool) {
+/// ends the stream at once (not at the next heartbeat). A stream that sends only shared frames is
+/// parked with the fan-out whenever it has caught up (see [`crate::fanout`]).
+async fn stream(mut out: Out, mut open: Box<Open>, fanout: &Fanout) {
+    let slot = (out.chunked && open.shares_frames()).then(|| fanout.slot(open.environment_id()));
     let mut probe = [0u8; 8];
     let mut discarded = 0;
     loop {
+        if let Some(slot) = &slot
+            && let Some(revision) = open.park()
+        {
+            match parked(&mut out, &mut open, slot, revision, &mut probe, &mut discarded).await {
+                Parked::Resumed => continue,
+                Parked::End => break,
+                Parked::Gone => return,
+            }
+        }
         let frame = tokio::select! {
             biased;
-            frame = body.next() => frame,
-            read = socket.read(&mut probe) => match read {
+            frame = open.next_chunk() => frame,
+            read = read_some(&out.socket, &mut probe) => match read {
                 // An SSE client sends nothing after its request; whatever it sends is dropped, up to
                 // a point.
                 Ok(n) if n > 0 && discarded + n <= MAX_DISCARD => {
@@ -436,29 +498,86 @@ async fn stream(mut socket: TcpStream, mut head: Vec<u8>, mut body: SseBody, chu
                 _ => return,
             },
         };
-        let end = frame.is_none();
-        let written = match frame {
-            Some(frame) if chunked => {
-                let (size, len) = chunk_size(frame.len());
-                write_all(
-                    &mut socket,
-                    Buf::chain(head.as_slice(), &size[..len]).chain(frame).chain(&b"\r\n"[..]),
-                )
-                .await
-            }
-            Some(frame) => write_all(&mut socket, Buf::chain(head.as_slice(), frame)).await,
-            None if chunked => write_all(&mut socket, Buf::chain(head.as_slice(), &b"0\r\n\r\n"[..])).await,
-            None => write_all(&mut socket, head.as_slice()).await,
-        };
-        // Written with the first frame; its allocation goes now.
-        head = Vec::new();
-        if written.is_err() {
+        let Some(frame) = frame else { break };
+        if out.frame(Some(frame)).await.is_err() {
             return;
         }
-        if end {
-            return Box::pin(close(socket)).await;
+    }
+    drop((slot, open));
+    out.end().await;
+}
+
+/// How a park ended.
+enum Parked {
+    /// The stream has its socket back and has queued what its client misses.
+    Resumed,
+    /// The stream ends (shutdown, its key is no longer valid, its environment is gone).
+    End,
+    /// The client went away.
+    Gone,
+}
+
+/// Parks the stream until a heartbeat, the client, or the fan-out needs its task; then takes the socket
+/// back, writes what a partial write left, and resumes the stream from the revision the fan-out reached.
+async fn parked(
+    out: &mut Out,
+    open: &mut Open,
+    slot: &SlotHandle,
+    revision: u64,
+    probe: &mut [u8],
+    discarded: &mut usize,
+) -> Parked {
+    slot.park(&out.socket, revision);
+    if open.current_revision() != Some(revision) {
+        // A change went by before the slot was parked (or the environment went away).
+        slot.wake();
+    }
+    enum Woke {
+        Signal(Option<Bytes>),
+        Fanout,
+        Read(io::Result<usize>),
+    }
+    let woke = tokio::select! {
+        biased;
+        heartbeat = open.signalled() => Woke::Signal(heartbeat),
+        () = slot.woken() => Woke::Fanout,
+        read = read_some(&out.socket, probe) => Woke::Read(read),
+    };
+    let (revision, rest) = slot.unpark();
+    if let Some(rest) = rest
+        && write_all(&out.socket, rest).await.is_err()
+    {
+        return Parked::Gone;
+    }
+    match woke {
+        Woke::Signal(None) => return Parked::End,
+        Woke::Signal(Some(heartbeat)) => open.queue(heartbeat),
+        Woke::Read(Ok(n)) if n > 0 && *discarded + n <= MAX_DISCARD => *discarded += n,
+        Woke::Read(_) => return Parked::Gone,
+        Woke::Fanout => {}
+    }
+    if open.resume(revision) { Parked::Resumed } else { Parked::End }
+}
+
+/// Reads what the client sends (an SSE client sends nothing: this waits for it to go away).
+async fn read_some(socket: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        socket.readable().await?;
+        match socket.try_read(buf) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            read => return read,
         }
     }
+}
+
+/// A frame as one HTTP chunk, for the fan-out to write whole.
+pub(crate) fn chunked(frame: &[u8]) -> Bytes {
+    let (size, len) = chunk_size(frame.len());
+    let mut chunk = BytesMut::with_capacity(len + frame.len() + 2);
+    chunk.extend_from_slice(&size[..len]);
+    chunk.extend_from_slice(frame);
+    chunk.extend_from_slice(b"\r\n");
+    chunk.freeze()
 }
 
 /// A chunk's size line (`<hex>\r\n`).
@@ -477,30 +596,42 @@ fn chunk_size(len: usize) -> ([u8; 18], usize) {
 /// Most writes go through at once (the socket's send buffer has room): those are tried without a
 /// timer, so that the timer's state is not part of every stream's future; only a write that has to
 /// wait boxes one.
-async fn write_all(socket: &mut TcpStream, mut buf: impl Buf + Send) -> io::Result<()> {
+async fn write_all(socket: &TcpStream, mut buf: impl Buf + Send) -> io::Result<()> {
     loop {
         if !buf.has_remaining() {
             return Ok(());
         }
-        let mut slices = [io::IoSlice::new(&[]); 8];
-        let count = buf.chunks_vectored(&mut slices);
-        match socket.try_write_vectored(&slices[..count]) {
-            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf.advance(n),
+        match try_write(socket, &mut buf) {
             Err(error) if error.kind() == io::ErrorKind::WouldBlock => break,
-            Err(error) => return Err(error),
+            written => written?,
         }
     }
     Box::pin(write_waiting(socket, buf)).await
 }
 
-async fn write_waiting(socket: &mut TcpStream, mut buf: impl Buf) -> io::Result<()> {
+/// One non-blocking write of as much of `buf` as the socket takes.
+fn try_write(socket: &TcpStream, buf: &mut impl Buf) -> io::Result<()> {
+    let mut slices = [io::IoSlice::new(&[]); 8];
+    let count = buf.chunks_vectored(&mut slices);
+    match socket.try_write_vectored(&slices[..count])? {
+        0 => Err(io::ErrorKind::WriteZero.into()),
+        n => {
+            buf.advance(n);
+            Ok(())
+        }
+    }
+}
+
+async fn write_waiting(socket: &TcpStream, mut buf: impl Buf) -> io::Result<()> {
     while buf.has_remaining() {
-        match tokio::time::timeout(WRITE_STALL, socket.write_buf(&mut buf)).await {
-            Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(Ok(_)) => {}
+        match tokio::time::timeout(WRITE_STALL, socket.writable()).await {
+            Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(error),
             Err(_) => return Err(io::ErrorKind::TimedOut.into()),
+        }
+        match try_write(socket, &mut buf) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            written => written?,
         }
     }
     Ok(())

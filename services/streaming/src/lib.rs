@@ -163,6 +163,7 @@
 //! (its read buffer is kept between requests) and 7–10 KiB on actix.
 
 pub mod context;
+mod fanout;
 mod http1;
 pub mod routes;
 mod sse;

@@ -79,13 +79,6 @@ impl Iterator for Pieces {
     }
 }
 
-/// A stream that only says when to come back: for a replica that has no data yet or is shutting down.
-/// A browser's EventSource gives up for good on any status but 200, so this is a 200 that ends at
-/// once, and the client reconnects after `retry` milliseconds (to any replica).
-pub(crate) fn retry_later(retry_frame: Bytes) -> SseBody {
-    Box::pin(futures::stream::iter([retry_frame]))
-}
-
 /// The `hydrate` event of a server stream: the environment's snapshot (`{"revision", "flags",
 /// "segments"}`), its flags narrowed to `prefix` and the prerequisites those reach.
 pub(crate) fn hydrate(state: &EnvironmentState, prefix: Option<&str>) -> Bytes {

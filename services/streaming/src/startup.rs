@@ -10,6 +10,7 @@ use actix_web::web;
 use vexil_config::Settings;
 use vexil_dataplane::Cache;
 
+use crate::fanout::Fanout;
 use crate::http1;
 use crate::routes;
 use crate::state::StreamingState;
@@ -79,9 +80,14 @@ impl Application {
     pub async fn build(settings: Settings, cache: Cache) -> anyhow::Result<Application> {
         let listener = http1::bind(&settings.server.host, settings.server.port)?;
         let port = listener.local_addr()?.port();
+        let streaming = web::Data::new(StreamingState::new(&settings.dataplane));
+        // One shard per worker thread: a change is written to the parked streams on every core at once.
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
+        let fanout = Fanout::start(&cache, &streaming, workers, http1::chunked);
         let shared = Arc::new(http1::Shared {
             cache: web::Data::new(cache),
-            streaming: web::Data::new(StreamingState::new(&settings.dataplane)),
+            streaming,
+            fanout,
             head_timeout: http1::HEAD_TIMEOUT,
         });
         let grace = Duration::from_secs(settings.server.shutdown_grace_seconds);

@@ -209,6 +209,7 @@ pub struct Metrics {
     connections: [Arc<Gauge>; 3],
     events: [Arc<Counter>; 5],
     heartbeats: Arc<Counter>,
+    handovers: Arc<Counter>,
     lag: LagHistogram,
 }
 
@@ -229,7 +230,13 @@ impl Metrics {
         });
         let heartbeats =
             registry.counter("vexil_streaming_heartbeats_total", "Heartbeat comments written to streams.");
-        Metrics { registry, connections, events, heartbeats, lag: LagHistogram::default() }
+        let handovers = registry.counter(
+            "vexil_streaming_fanout_handovers_total",
+            "Patches and deletes the fan-out could not write whole to a parked stream and left (or left \
+             the rest) to the stream's own task: a full socket buffer (a slow client), or a stream not \
+             ready for that change.",
+        );
+        Metrics { registry, connections, events, heartbeats, handovers, lag: LagHistogram::default() }
     }
 
     /// Open streams on every endpoint together.
@@ -251,7 +258,17 @@ impl Metrics {
     }
 
     pub(crate) fn sent(&self, event: EventKind) {
-        self.events[event as usize].inc();
+        self.sent_many(event, 1);
+    }
+
+    /// Counts `n` events of one kind (the fan-out counts a change's writes at once).
+    pub(crate) fn sent_many(&self, event: EventKind, n: u64) {
+        self.events[event as usize].add(n);
+    }
+
+    /// Counts changes the fan-out handed over to streams' own tasks.
+    pub(crate) fn handed_over(&self, n: u64) {
+        self.handovers.add(n);
     }
 
     pub(crate) fn heartbeat(&self) {
@@ -261,8 +278,13 @@ impl Metrics {
     /// Records the lag of one live delivery: from the change's commit (`committed_at_ms`, the control
     /// plane's clock) to now (this host's clock).
     pub(crate) fn delivered(&self, committed_at_ms: i64) {
-        if committed_at_ms > 0 {
-            self.lag.observe(unix_millis().saturating_sub(committed_at_ms));
+        self.delivered_many(committed_at_ms, 1);
+    }
+
+    /// Records `n` live deliveries of one change made just now, with one lag.
+    pub(crate) fn delivered_many(&self, committed_at_ms: i64, n: u64) {
+        if committed_at_ms > 0 && n > 0 {
+            self.lag.observe(unix_millis().saturating_sub(committed_at_ms), n);
         }
     }
 }
@@ -298,12 +320,13 @@ struct LagHistogram {
 }
 
 impl LagHistogram {
-    fn observe(&self, lag_ms: i64) {
+    /// Observes `n` deliveries of `lag_ms` each.
+    fn observe(&self, lag_ms: i64, n: u64) {
         let lag_ms = lag_ms.max(0);
         let bucket = LAG_BUCKETS_MS.iter().position(|&bound| lag_ms <= bound).unwrap_or(LAG_BUCKETS_MS.len());
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        self.sum_ms.fetch_add(lag_ms.unsigned_abs(), Ordering::Relaxed);
-        self.count.fetch_add(1, Ordering::Relaxed);
+        self.buckets[bucket].fetch_add(n, Ordering::Relaxed);
+        self.sum_ms.fetch_add(lag_ms.unsigned_abs() * n, Ordering::Relaxed);
+        self.count.fetch_add(n, Ordering::Relaxed);
     }
 
     fn render(&self, out: &mut String) {
@@ -337,19 +360,20 @@ mod tests {
     #[test]
     fn the_lag_histogram_renders_cumulative_buckets_in_seconds() {
         let histogram = LagHistogram::default();
-        histogram.observe(3);
-        histogram.observe(40);
-        histogram.observe(-7);
-        histogram.observe(60_000);
+        histogram.observe(3, 1);
+        histogram.observe(40, 1);
+        histogram.observe(-7, 1);
+        histogram.observe(60_000, 1);
+        histogram.observe(20, 3);
         let mut out = String::new();
         histogram.render(&mut out);
         assert!(out.contains("# TYPE vexil_streaming_propagation_lag_seconds histogram\n"), "{out}");
         assert!(out.contains("vexil_streaming_propagation_lag_seconds_bucket{le=\"0.005\"} 2\n"), "{out}");
-        assert!(out.contains("vexil_streaming_propagation_lag_seconds_bucket{le=\"0.05\"} 3\n"), "{out}");
-        assert!(out.contains("vexil_streaming_propagation_lag_seconds_bucket{le=\"10\"} 3\n"), "{out}");
-        assert!(out.contains("vexil_streaming_propagation_lag_seconds_bucket{le=\"+Inf\"} 4\n"), "{out}");
-        assert!(out.contains("vexil_streaming_propagation_lag_seconds_sum 60.043\n"), "{out}");
-        assert!(out.contains("vexil_streaming_propagation_lag_seconds_count 4\n"), "{out}");
+        assert!(out.contains("vexil_streaming_propagation_lag_seconds_bucket{le=\"0.05\"} 6\n"), "{out}");
+        assert!(out.contains("vexil_streaming_propagation_lag_seconds_bucket{le=\"10\"} 6\n"), "{out}");
+        assert!(out.contains("vexil_streaming_propagation_lag_seconds_bucket{le=\"+Inf\"} 7\n"), "{out}");
+        assert!(out.contains("vexil_streaming_propagation_lag_seconds_sum 60.103\n"), "{out}");
+        assert!(out.contains("vexil_streaming_propagation_lag_seconds_count 7\n"), "{out}");
     }
 
     #[test]

@@ -1,6 +1,11 @@
 //! One open stream: a small state folded over the cache's change feed, the shared heartbeat and the
 //! shutdown signal. No task and no buffer per connection: the server polls the stream when the socket
 //! can take more, and between events an idle stream is this struct and two parked wakers.
+//!
+//! A stream that sends exactly the shared frames of its environment (an unfiltered server stream) can
+//! also be *parked* by the streaming deployment's server: the fan-out (`crate::fanout`) then writes the
+//! changes to its socket directly, and the stream [resumes](Open::resume) from the revision the fan-out
+//! reached when it has to act itself (a heartbeat, a full socket, anything but a plain change).
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -24,6 +29,22 @@ pub(crate) trait Follower: Send + 'static {
     /// The environment moved in a way the events do not describe (a re-sync, or this stream's feed
     /// lagged): start over from `state`, the environment as it is now.
     fn restart(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out);
+
+    /// The revision this stream's client has, when everything this stream sends from here on is the
+    /// shared frame of each change (what every unfiltered server stream of the environment sends): such
+    /// a stream may be parked and written to by the fan-out. `None` (the default) for streams that
+    /// send frames of their own.
+    fn shared_position(&self) -> Option<u64> {
+        None
+    }
+
+    /// Carries on after a park: the client has every event up to `revision` (the fan-out wrote them);
+    /// queue what it has not, from `state`, the environment as it is now. Only called on followers
+    /// whose [`shared_position`](Self::shared_position) was `Some`; the default starts over.
+    fn resume(&mut self, revision: u64, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out) {
+        let _ = revision;
+        self.restart(state, ctx, out);
+    }
 }
 
 /// What a follower can reach.
@@ -62,18 +83,40 @@ impl Out {
     }
 }
 
+/// What a stream route answers with, for either server.
+pub(crate) enum Body {
+    /// An open stream.
+    Open(Box<Open>),
+    /// Only a `retry:` hint, then the end: for a replica that has no data yet or is shutting down. A
+    /// browser's EventSource gives up for good on any status but 200, so this is a 200 that ends at
+    /// once, and the client reconnects after `retry` milliseconds (to any replica).
+    RetryLater(Bytes),
+}
+
+impl Body {
+    /// The frames of the body, as the actix path streams them.
+    pub(crate) fn into_sse(self) -> SseBody {
+        match self {
+            Body::Open(open) => open.into_body(),
+            Body::RetryLater(frame) => Box::pin(futures::stream::iter([frame])),
+        }
+    }
+}
+
 /// The state of one open stream.
-pub(crate) struct Open<F> {
+pub(crate) struct Open {
     environment_id: i64,
     /// The presented key, checked again on every heartbeat and whenever the environment's keys may
     /// have changed: a rotated-out or expired key ends its streams.
     key: Box<str>,
-    feed: broadcast::Receiver<Change>,
+    /// `None` while parked: the fan-out follows the changes then, and a receiver left far behind would
+    /// cost a walk over the feed's buffer when dropped.
+    feed: Option<broadcast::Receiver<Change>>,
     signal: watch::Receiver<Signal>,
     queued: Out,
     cache: web::Data<Cache>,
     streaming: web::Data<StreamingState>,
-    follower: F,
+    follower: Box<dyn Follower>,
     _connected: Connected,
 }
 
@@ -103,10 +146,10 @@ pub(crate) struct Params<F> {
     pub(crate) follower: F,
 }
 
-impl<F: Follower> Open<F> {
+impl Open {
     /// A stream that sends `retry:`, then `first` (what the follower queued for the start), then
     /// follows the feed.
-    pub(crate) fn new(params: Params<F>, first: Out) -> Open<F> {
+    pub(crate) fn new<F: Follower>(params: Params<F>, first: Out) -> Open {
         let Params { kind, environment_id, key, feed, cache, streaming, follower } = params;
         let mut queued = Out::default();
         queued.push_raw(streaming.retry_frame());
@@ -114,18 +157,23 @@ impl<F: Follower> Open<F> {
         Open {
             environment_id,
             key: key.into_boxed_str(),
-            feed,
+            feed: Some(feed),
             signal: streaming.subscribe_signal(),
             _connected: streaming.metrics().connected(kind),
             queued,
             cache,
             streaming,
-            follower,
+            follower: Box::new(follower),
         }
     }
 
-    /// The response body, for either server.
-    pub(crate) fn into_body(self) -> SseBody {
+    /// The stream's environment.
+    pub(crate) fn environment_id(&self) -> i64 {
+        self.environment_id
+    }
+
+    /// The response body, as the actix path streams it.
+    fn into_body(self) -> SseBody {
         Box::pin(futures::stream::unfold(self, |mut open| async move {
             let chunk = open.next_chunk().await?;
             Some((chunk, open))
@@ -146,21 +194,78 @@ impl<F: Follower> Open<F> {
                 // Shutdown and heartbeats first, so a busy feed can neither hold a stream past
                 // shutdown nor starve its heartbeats.
                 biased;
-                changed = self.signal.changed() => {
-                    let signal = *self.signal.borrow_and_update();
-                    if changed.is_err() || signal.shutdown || !self.key_is_valid() {
-                        return None;
-                    }
-                    self.streaming.metrics().heartbeat();
-                    return Some(sse::PING);
-                }
-                received = self.feed.recv() => {
+                changed = self.signal.changed() => return self.on_signal(changed),
+                received = recv(self.feed.as_mut()) => {
                     if !self.follow(received)? {
                         continue;
                     }
                 }
             }
         }
+    }
+
+    /// Waits for the shared signal: the heartbeat to write, or `None` when the stream ends (shutdown, or
+    /// its key is no longer valid).
+    pub(crate) async fn signalled(&mut self) -> Option<Bytes> {
+        let changed = self.signal.changed().await;
+        self.on_signal(changed)
+    }
+
+    fn on_signal(&mut self, changed: Result<(), watch::error::RecvError>) -> Option<Bytes> {
+        let signal = *self.signal.borrow_and_update();
+        if changed.is_err() || signal.shutdown || !self.key_is_valid() {
+            return None;
+        }
+        self.streaming.metrics().heartbeat();
+        Some(sse::PING)
+    }
+
+    /// Whether this stream sends only the shared frames of its environment once it has caught up (see
+    /// [`Follower::shared_position`]): then it may be parked.
+    pub(crate) fn shares_frames(&self) -> bool {
+        self.follower.shared_position().is_some()
+    }
+
+    /// The environment's revision on this replica now; `None` when it is gone.
+    pub(crate) fn current_revision(&self) -> Option<u64> {
+        self.cache.environment(self.environment_id).map(|state| state.revision())
+    }
+
+    /// Parks the stream when nothing is queued and it sends only shared frames from here on (see the
+    /// module docs): the revision its client has. It lets go of its feed until [`resume`](Self::resume).
+    pub(crate) fn park(&mut self) -> Option<u64> {
+        let revision = if self.queued.0.is_empty() { self.follower.shared_position() } else { None };
+        if revision.is_some() {
+            self.feed = None;
+        }
+        revision
+    }
+
+    /// Queues a frame to be written next (a heartbeat taken while parked).
+    pub(crate) fn queue(&mut self, frame: Bytes) {
+        self.queued.push_raw(frame);
+    }
+
+    /// Carries on after a park, the client having every event up to `revision`: queues what it
+    /// missed since, from this replica's ring of recent events (or a fresh `hydrate`). `false` when
+    /// the stream ends instead (its key is no longer valid, or its environment is gone).
+    pub(crate) fn resume(&mut self, revision: u64) -> bool {
+        if !self.key_is_valid() {
+            return false;
+        }
+        let Some(Start { feed, state }) = start(&self.cache, self.environment_id) else {
+            self.streaming.forget(self.environment_id);
+            return false;
+        };
+        self.feed = Some(feed);
+        let ctx = Ctx {
+            cache: &self.cache,
+            streaming: &self.streaming,
+            environment_id: self.environment_id,
+            live: true,
+        };
+        self.follower.resume(revision, &state, &ctx, &mut self.queued);
+        true
     }
 
     /// Handles one message of the feed; `Some(true)` when it queued something, `None` to end.
@@ -206,6 +311,14 @@ impl<F: Follower> Open<F> {
 
     fn key_is_valid(&self) -> bool {
         self.cache.authenticate(&self.key).is_some_and(|found| found.environment.id() == self.environment_id)
+    }
+}
+
+/// The next message of a feed; never, without one (a parked stream is not polled for changes).
+async fn recv(feed: Option<&mut broadcast::Receiver<Change>>) -> Result<Change, RecvError> {
+    match feed {
+        Some(feed) => feed.recv().await,
+        None => std::future::pending().await,
     }
 }
 

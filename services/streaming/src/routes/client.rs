@@ -14,9 +14,9 @@ use vexil_proto::ChangeEvent;
 
 use crate::context;
 use crate::routes::{Admission, StreamRequest, admit, query};
-use crate::sse::{self, SseBody};
+use crate::sse;
 use crate::state::{EventKind, StreamKind, StreamingState};
-use crate::stream::{self, Ctx, Follower, Open, Out, Params};
+use crate::stream::{self, Body, Ctx, Follower, Open, Out, Params};
 
 #[derive(Deserialize)]
 struct StreamQuery {
@@ -31,7 +31,7 @@ pub async fn stream_values(
     cache: web::Data<Cache>,
     streaming: web::Data<StreamingState>,
 ) -> Result<HttpResponse, ApiError> {
-    open(&StreamRequest::of(&req), &cache, &streaming).map(sse::response)
+    open(&StreamRequest::of(&req), &cache, &streaming).map(|body| sse::response(body.into_sse()))
 }
 
 /// [`stream_values`], whichever server asks.
@@ -40,10 +40,10 @@ pub(crate) fn open(
     req: &StreamRequest<'_>,
     cache: &web::Data<Cache>,
     streaming: &web::Data<StreamingState>,
-) -> Result<SseBody, ApiError> {
+) -> Result<Body, ApiError> {
     let key = match admit(req, cache, streaming)? {
         Admission::Key(key) => key,
-        Admission::RetryLater => return Ok(sse::retry_later(streaming.retry_frame())),
+        Admission::RetryLater => return Ok(Body::RetryLater(streaming.retry_frame())),
     };
     let params: StreamQuery = query(req.query)?;
     let context = match params.context.as_deref() {
@@ -73,7 +73,7 @@ pub(crate) fn open(
         },
         first,
     );
-    Ok(open.into_body())
+    Ok(Body::Open(Box::new(open)))
 }
 
 /// A client stream: its context, and the environment as last evaluated for it. Holding that state is

@@ -17,8 +17,8 @@ use vexil_dataplane::Cache;
 use vexil_http::KeyKind;
 use vexil_http::error::{ApiError, ErrorCode};
 
-use crate::sse::SseBody;
 use crate::state::StreamingState;
+use crate::stream::Body;
 
 /// What a stream route reads from its request, whichever server parsed it: the raw query string and
 /// three header values. A header value is `None` when absent; a value that is not visible ASCII is
@@ -80,7 +80,7 @@ impl StreamRoute {
         req: &StreamRequest<'_>,
         cache: &web::Data<Cache>,
         streaming: &web::Data<StreamingState>,
-    ) -> Result<SseBody, ApiError> {
+    ) -> Result<Body, ApiError> {
         match self {
             StreamRoute::Flags => server::open(req, cache, streaming),
             StreamRoute::Values => client::open(req, cache, streaming),

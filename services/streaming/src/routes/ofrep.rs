@@ -8,9 +8,9 @@ use vexil_http::error::{ApiError, ErrorCode};
 use vexil_proto::{ChangeEvent, ItemKind};
 
 use crate::routes::{Admission, LastEventId, StreamRequest, admit, query};
-use crate::sse::{self, SseBody};
+use crate::sse;
 use crate::state::{EventKind, StreamKind, StreamingState};
-use crate::stream::{self, Ctx, Follower, Open, Out, Params};
+use crate::stream::{self, Body, Ctx, Follower, Open, Out, Params};
 
 #[derive(Deserialize)]
 struct StreamQuery {
@@ -27,7 +27,7 @@ pub async fn stream_ofrep_changes(
     cache: web::Data<Cache>,
     streaming: web::Data<StreamingState>,
 ) -> Result<HttpResponse, ApiError> {
-    open(&StreamRequest::of(&req), &cache, &streaming).map(sse::response)
+    open(&StreamRequest::of(&req), &cache, &streaming).map(|body| sse::response(body.into_sse()))
 }
 
 /// [`stream_ofrep_changes`], whichever server asks.
@@ -36,10 +36,10 @@ pub(crate) fn open(
     req: &StreamRequest<'_>,
     cache: &web::Data<Cache>,
     streaming: &web::Data<StreamingState>,
-) -> Result<SseBody, ApiError> {
+) -> Result<Body, ApiError> {
     let key = match admit(req, cache, streaming)? {
         Admission::Key(key) => key,
-        Admission::RetryLater => return Ok(sse::retry_later(streaming.retry_frame())),
+        Admission::RetryLater => return Ok(Body::RetryLater(streaming.retry_frame())),
     };
     let params: StreamQuery = query(req.query)?;
     let last_event_id = LastEventId::of(req.last_event_id, params.last_event_id.as_deref());
@@ -68,7 +68,7 @@ pub(crate) fn open(
         },
         first,
     );
-    Ok(open.into_body())
+    Ok(Body::Open(Box::new(open)))
 }
 
 fn out_refetch(out: &mut Out, ctx: &Ctx<'_>, revision: u64, committed_at_ms: i64) {

@@ -9,9 +9,9 @@ use vexil_http::error::{ApiError, ErrorCode};
 use vexil_proto::{ChangeEvent, ItemKind};
 
 use crate::routes::{Admission, LastEventId, StreamRequest, admit, query};
-use crate::sse::{self, SseBody};
+use crate::sse;
 use crate::state::{EventKind, StreamKind, StreamingState};
-use crate::stream::{self, Ctx, Follower, Open, Out, Params};
+use crate::stream::{self, Body, Ctx, Follower, Open, Out, Params};
 
 /// Longest accepted `prefix`.
 const MAX_PREFIX_LEN: usize = 256;
@@ -31,7 +31,7 @@ pub async fn stream_flags(
     cache: web::Data<Cache>,
     streaming: web::Data<StreamingState>,
 ) -> Result<HttpResponse, ApiError> {
-    open(&StreamRequest::of(&req), &cache, &streaming).map(sse::response)
+    open(&StreamRequest::of(&req), &cache, &streaming).map(|body| sse::response(body.into_sse()))
 }
 
 /// [`stream_flags`], whichever server asks.
@@ -40,10 +40,10 @@ pub(crate) fn open(
     req: &StreamRequest<'_>,
     cache: &web::Data<Cache>,
     streaming: &web::Data<StreamingState>,
-) -> Result<SseBody, ApiError> {
+) -> Result<Body, ApiError> {
     let key = match admit(req, cache, streaming)? {
         Admission::Key(key) => key,
-        Admission::RetryLater => return Ok(sse::retry_later(streaming.retry_frame())),
+        Admission::RetryLater => return Ok(Body::RetryLater(streaming.retry_frame())),
     };
     if key.kind != KeyKind::Server {
         return Err(ApiError::new(
@@ -80,7 +80,7 @@ pub(crate) fn open(
         },
         first,
     );
-    Ok(open.into_body())
+    Ok(Body::Open(Box::new(open)))
 }
 
 fn parse_prefix(prefix: Option<String>) -> Result<Option<Box<str>>, ApiError> {
@@ -218,6 +218,15 @@ impl Follower for FlagStream {
             return;
         }
         self.hydrate(state, ctx, out);
+    }
+
+    fn shared_position(&self) -> Option<u64> {
+        self.prefix.is_none().then_some(self.last_sent)
+    }
+
+    fn resume(&mut self, revision: u64, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out) {
+        // The same as a client reconnecting with `Last-Event-ID: revision`, on the same connection.
+        self.begin(state, LastEventId::Revision(revision), ctx, out);
     }
 }
 

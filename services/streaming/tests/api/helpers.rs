@@ -355,6 +355,13 @@ impl TestApp {
     pub async fn metrics(&self) -> String {
         self.get("/metrics", &[]).await.text().await.expect("metrics")
     }
+
+    /// The value of one sample of `/metrics` (`name` with its labels, as rendered).
+    pub async fn metric(&self, name: &str) -> u64 {
+        let metrics = self.metrics().await;
+        let value = metrics.lines().find_map(|line| line.strip_prefix(name)?.strip_prefix(' '));
+        value.and_then(|value| value.parse().ok()).unwrap_or_else(|| panic!("{name} in {metrics}"))
+    }
 }
 
 pub fn actor() -> Actor {
@@ -536,6 +543,15 @@ pub struct RawClient {
 impl RawClient {
     pub async fn connect(port: u16) -> RawClient {
         let stream = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+        RawClient { stream, received: Vec::new() }
+    }
+
+    /// A client whose socket receive buffer is `bytes` (set before connecting, so that the kernel
+    /// does not grow it): a client that stops reading stalls the server's writes soon.
+    pub async fn connect_with_receive_buffer(port: u16, bytes: u32) -> RawClient {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+        let stream = socket.connect(([127, 0, 0, 1], port).into()).await.expect("connect");
         RawClient { stream, received: Vec::new() }
     }
 

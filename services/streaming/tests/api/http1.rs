@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 use vexil_testkit::eventually;
 
 use crate::helpers::*;
@@ -220,4 +220,76 @@ async fn a_stream_client_that_keeps_sending_is_disconnected() {
     })
     .await;
     assert!(gone, "{}", app.metrics().await);
+}
+
+/// The ids of the events in a raw stream body (chunk framing and all), in order.
+fn ids(bytes: &[u8]) -> Vec<u64> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .filter_map(|line| line.strip_prefix("id: "))
+        .map(|id| id.trim().parse().expect("a numeric id"))
+        .collect()
+}
+
+/// A production configuration of `checkout` that targets `users` user keys (~20 bytes each in a frame).
+fn targeting(users: usize, round: usize) -> Value {
+    let values: Vec<String> = (0..users).map(|i| format!("user-{round}-{i:06}")).collect();
+    json!({"on": true, "off_variation": 1, "fallthrough": {"variation": 0},
+           "targets": [{"variation": 0, "values": values}]})
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_gets_every_change_in_order_once_it_reads_again() {
+    let app = spawn_app().await;
+    let mut client = RawClient::connect_with_receive_buffer(app.port, 4096).await;
+    client.send(&get(&format!("/v1/stream?key={}", app.production.server), "")).await;
+    assert!(client.read_until(|bytes| contains(bytes, b"event: hydrate")).await);
+    let first = app.revision("production").await;
+    assert_eq!(ids(&client.received), [first]);
+
+    // The client reads nothing while ~50 kB changes are made, until the socket is full and the
+    // fan-out has had to hand a change over to the stream's own task.
+    let mut last = first;
+    for round in 0..300 {
+        last = app.configure("checkout", targeting(2_500, round)).await;
+        if app.metric("vexil_streaming_fanout_handovers_total").await > 0 {
+            break;
+        }
+    }
+    assert!(app.metric("vexil_streaming_fanout_handovers_total").await > 0, "the socket never filled up");
+    assert!(last > first + 1, "the fan-out wrote some changes first");
+    // One more, made while the stream's task (not the fan-out) has the socket.
+    last = app.configure("checkout", targeting(10, 1_000)).await;
+
+    assert!(client.read_until(|bytes| ids(bytes).last() == Some(&last)).await);
+    let expected: Vec<u64> = (first..=last).collect();
+    assert_eq!(ids(&client.received), expected, "every change once, in order, after the hydrate");
+    assert!(client.has("user-1000-000009"), "the last change's data arrived whole");
+}
+
+#[tokio::test]
+async fn parked_streams_get_every_change_once_and_in_order_and_each_is_counted_once() {
+    let app = spawn_app().await;
+    let mut readers = Vec::new();
+    for _ in 0..20 {
+        let mut reader = app.open_flags("", &[]).await;
+        assert_eq!(reader.event().await.name, "hydrate");
+        readers.push(reader);
+    }
+    let first = app.revision("production").await;
+    let mut last = first;
+    for change in 0..25 {
+        last = app.toggle("checkout", change % 2 == 0).await;
+    }
+
+    for reader in &mut readers {
+        for expected in first + 1..=last {
+            let event = reader.event().await;
+            assert_eq!((event.name.as_str(), event.id), ("patch", Some(expected)));
+            assert_eq!(event.data["config"]["on"], json!((expected - first) % 2 == 1), "{event:?}");
+        }
+    }
+    let deliveries = 20 * (last - first);
+    assert_eq!(app.metric("vexil_streaming_events_sent_total{event=\"patch\"}").await, deliveries);
+    assert_eq!(app.metric("vexil_streaming_propagation_lag_seconds_count").await, deliveries);
 }
