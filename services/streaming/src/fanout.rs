@@ -4,7 +4,7 @@
 //!
 //! Why: a change to an environment with 10,000 open streams would otherwise wake 10,000 tasks, each of
 //! which polls its futures, re-registers its wakers with the change feed and the heartbeat signal,
-//! looks the shared frame up and writes it — about a fifth of the replica's CPU per delivery in `perf`
+//! looks the shared frame up and writes it — ~17 % of the replica's CPU per delivery in `perf`
 //! (the rest is the kernel's TCP send), and wake-ups that bounce between the worker threads. Here each
 //! *shard* (a task) holds a share of the streams and, per change, writes the one shared frame to each
 //! of its streams' sockets in a loop: no wake-up, one frame look-up, one metrics update per batch.
@@ -17,8 +17,9 @@
 //! change, a re-sync, a removed environment, a shard whose feed lagged — wakes the stream's task, which
 //! takes its socket back, writes the rest of a partial frame, and resumes from the slot's revision as a
 //! client reconnecting with `Last-Event-ID` would (the replay ring, or a fresh `hydrate`). So the fast
-//! path can skip work, never an event, and every write to a socket is made by whoever holds the slot's
-//! lock with the socket in it, whole frames in revision order.
+//! path can skip work, never an event; and a socket is written either by a shard, under its slot's
+//! lock while it is parked there, or by its stream's task once taken back — never by both, and whole
+//! frames in revision order.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -14,6 +14,8 @@ use vexil_eval::Detail;
 use vexil_model::{ConfiguredFlag, Reason, Segment};
 use vexil_proto::{ChangeEvent, ChangeKind, ItemKind};
 
+use crate::stream::Body;
+
 /// The heartbeat comment.
 pub(crate) const PING: Bytes = Bytes::from_static(b": ping\n\n");
 
@@ -59,12 +61,13 @@ pub(crate) fn frame(name: &str, id: u64, data: &[u8]) -> Bytes {
 }
 
 /// A stream as an actix response: [`HEADERS`], and the body in pieces of at most [`MAX_CHUNK`].
-pub(crate) fn response(body: SseBody) -> HttpResponse {
+pub(crate) fn response(body: Body) -> HttpResponse {
     let mut response = HttpResponse::Ok();
     for header in HEADERS {
         response.insert_header(header);
     }
-    response.streaming(body.flat_map(|frame| futures::stream::iter(Pieces(frame))).map(Ok::<_, Infallible>))
+    let pieces = body.into_sse().flat_map(|frame| futures::stream::iter(Pieces(frame)));
+    response.streaming(pieces.map(Ok::<_, Infallible>))
 }
 
 /// A frame in pieces of at most [`MAX_CHUNK`] bytes; zero-copy (each piece is a view of the same,

@@ -31,7 +31,7 @@ pub async fn stream_values(
     cache: web::Data<Cache>,
     streaming: web::Data<StreamingState>,
 ) -> Result<HttpResponse, ApiError> {
-    open(&StreamRequest::of(&req), &cache, &streaming).map(|body| sse::response(body.into_sse()))
+    open(&StreamRequest::of(&req), &cache, &streaming).map(sse::response)
 }
 
 /// [`stream_values`], whichever server asks.
