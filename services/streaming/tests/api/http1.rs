@@ -257,7 +257,6 @@ async fn a_client_that_stops_reading_gets_every_change_in_order_once_it_reads_ag
         }
     }
     assert!(app.metric("vexil_streaming_fanout_handovers_total").await > 0, "the socket never filled up");
-    assert!(last > first + 1, "the fan-out wrote some changes first");
     // One more, made while the stream's task (not the fan-out) has the socket.
     last = app.configure("checkout", targeting(10, 1_000)).await;
 
