@@ -101,7 +101,8 @@ impl<'a> Detail<'a> {
     where
         'a: 'r,
     {
-        let fallback = |reason| TypedDetail { value: default_of(&default), variation: None, reason };
+        let fallback =
+            |reason| TypedDetail { value: default_of(&default), variation: None, reason, in_rollout: false };
         match self.flag {
             Some(flag) if flag.kind != kind => {
                 return fallback(Reason::Error { error_kind: ErrorKind::WrongType });
@@ -109,9 +110,19 @@ impl<'a> Detail<'a> {
             _ => {}
         }
         match self.value.and_then(read) {
-            Some(value) => TypedDetail { value, variation: self.variation, reason: self.reason },
+            Some(value) => TypedDetail {
+                value,
+                variation: self.variation,
+                reason: self.reason,
+                in_rollout: self.in_rollout,
+            },
             None if self.value.is_some() => fallback(Reason::Error { error_kind: ErrorKind::WrongType }),
-            None => TypedDetail { value: default, variation: self.variation, reason: self.reason },
+            None => TypedDetail {
+                value: default,
+                variation: self.variation,
+                reason: self.reason,
+                in_rollout: false,
+            },
         }
     }
 }
@@ -131,4 +142,7 @@ pub struct TypedDetail<'a, T> {
     pub variation: Option<usize>,
     /// Why.
     pub reason: Reason<'a>,
+    /// Whether a rollout (percentage split) picked the variation; `false` when the caller's default is
+    /// served.
+    pub in_rollout: bool,
 }

@@ -43,15 +43,15 @@
 //! | --- | --- | --- |
 //! | off (serving its off variation) | `DISABLED` | the variation's name, or its index |
 //! | individual target | `TARGETING_MATCH` | 〃 |
-//! | rule | `TARGETING_MATCH` | 〃 |
-//! | fallthrough | `DEFAULT` | 〃 |
+//! | rule serving a variation | `TARGETING_MATCH` | 〃 |
+//! | rule serving a rollout | `SPLIT` | 〃 |
+//! | fallthrough serving a variation | `DEFAULT` | 〃 |
+//! | fallthrough serving a rollout | `SPLIT` | 〃 |
 //! | prerequisite failed (serving the off variation) | `DEFAULT` | 〃 |
 //!
-//! Vexil's OFREP endpoint also says `SPLIT` (a rollout chose the value) and `STATIC` (nothing about
-//! the context could change it). The provider cannot: the SDK's
-//! [`EvaluationDetail`](vexil_sdk::EvaluationDetail) does not say whether a rollout was involved, so
-//! a rule or fallthrough that serves a rollout is reported as `TARGETING_MATCH` or `DEFAULT`. The
-//! exact Vexil reason, the rule (`ruleId`, `ruleIndex`) or prerequisite (`prerequisiteKey`), the
+//! Vexil's OFREP endpoint also says `STATIC` (nothing about the context could change the value); the
+//! provider says `DEFAULT` there, as it cannot see the whole flag from an evaluation. The exact Vexil
+//! reason, the rule (`ruleId`, `ruleIndex`) or prerequisite (`prerequisiteKey`), the
 //! variation's index and the data's revision are in the flag metadata (`vexilReason`, `variation`,
 //! `revision`).
 //!
@@ -142,6 +142,7 @@ impl VexilProvider {
             variation: detail.variation,
             variant: detail.variant,
             reason: detail.reason,
+            in_rollout: detail.in_rollout,
             revision: self.client.revision(),
         }
     }

@@ -17,13 +17,15 @@ use crate::value::{integral, json_to_struct};
 /// Vexil means by it. The message says which of the two happened.
 pub const CODE_DEFAULT: &str = "CODE_DEFAULT";
 
-/// OpenFeature's reason for a Vexil reason (see the table in the crate documentation).
+/// OpenFeature's reason for a Vexil reason, and whether a rollout picked the variation (see the
+/// table in the crate documentation).
 ///
 /// `Error` reasons map to [`EvaluationReason::Error`]; the provider reports those as errors with
 /// [`error_code`] instead.
-pub fn reason(reason: &Reason<'_>) -> EvaluationReason {
+pub fn reason(reason: &Reason<'_>, in_rollout: bool) -> EvaluationReason {
     match reason {
         Reason::Off => EvaluationReason::Disabled,
+        Reason::RuleMatch { .. } | Reason::Fallthrough if in_rollout => EvaluationReason::Split,
         Reason::TargetMatch | Reason::RuleMatch { .. } => EvaluationReason::TargetingMatch,
         Reason::Fallthrough | Reason::PrerequisiteFailed { .. } => EvaluationReason::Default,
         Reason::Error { .. } => EvaluationReason::Error,
@@ -60,6 +62,8 @@ pub(crate) struct Evaluated<T> {
     pub variation: Option<usize>,
     pub variant: Option<String>,
     pub reason: Reason<'static>,
+    /// Whether a rollout picked the variation.
+    pub in_rollout: bool,
     /// The client's revision when it evaluated, for the flag metadata.
     pub revision: Option<u64>,
 }
@@ -93,7 +97,7 @@ impl<T> Evaluated<T> {
         Ok(ResolutionDetails {
             value,
             variant: self.variant.or_else(|| Some(variation.to_string())),
-            reason: Some(reason(&self.reason)),
+            reason: Some(reason(&self.reason, self.in_rollout)),
             flag_metadata: Some(metadata(&self.reason, variation, self.revision)),
         })
     }
@@ -155,17 +159,24 @@ mod tests {
     use super::*;
 
     fn evaluated<T>(value: T, variation: Option<usize>, reason: Reason<'static>) -> Evaluated<T> {
-        Evaluated { value, variation, variant: variation.map(|v| format!("v{v}")), reason, revision: Some(7) }
+        let variant = variation.map(|v| format!("v{v}"));
+        Evaluated { value, variation, variant, reason, in_rollout: false, revision: Some(7) }
     }
 
-    #[test_case(Reason::Off, EvaluationReason::Disabled)]
-    #[test_case(Reason::TargetMatch, EvaluationReason::TargetingMatch)]
-    #[test_case(Reason::RuleMatch { rule_id: Cow::Borrowed("de"), rule_index: 0 }, EvaluationReason::TargetingMatch)]
-    #[test_case(Reason::Fallthrough, EvaluationReason::Default)]
-    #[test_case(Reason::PrerequisiteFailed { prerequisite_key: Cow::Borrowed("p") }, EvaluationReason::Default)]
-    #[test_case(Reason::Error { error_kind: ErrorKind::WrongType }, EvaluationReason::Error)]
-    fn vexil_reasons_map_to_openfeature_reasons(vexil: Reason<'static>, expected: EvaluationReason) {
-        assert_eq!(reason(&vexil), expected);
+    #[test_case(Reason::Off, false, EvaluationReason::Disabled)]
+    #[test_case(Reason::TargetMatch, false, EvaluationReason::TargetingMatch)]
+    #[test_case(Reason::RuleMatch { rule_id: Cow::Borrowed("de"), rule_index: 0 }, false, EvaluationReason::TargetingMatch)]
+    #[test_case(Reason::RuleMatch { rule_id: Cow::Borrowed("de"), rule_index: 0 }, true, EvaluationReason::Split)]
+    #[test_case(Reason::Fallthrough, false, EvaluationReason::Default)]
+    #[test_case(Reason::Fallthrough, true, EvaluationReason::Split)]
+    #[test_case(Reason::PrerequisiteFailed { prerequisite_key: Cow::Borrowed("p") }, false, EvaluationReason::Default)]
+    #[test_case(Reason::Error { error_kind: ErrorKind::WrongType }, false, EvaluationReason::Error)]
+    fn vexil_reasons_map_to_openfeature_reasons(
+        vexil: Reason<'static>,
+        in_rollout: bool,
+        expected: EvaluationReason,
+    ) {
+        assert_eq!(reason(&vexil, in_rollout), expected);
     }
 
     #[test_case(ErrorKind::FlagNotFound, "FLAG_NOT_FOUND")]

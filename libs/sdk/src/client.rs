@@ -159,7 +159,7 @@ impl Client {
             let flag = detail.flag;
             let typed = detail.into_bool(default);
             self.expose(key, context, flag, typed.variation, || Value::Bool(typed.value));
-            evaluation_detail(typed.value, typed.variation, flag, typed.reason)
+            evaluation_detail(typed.value, typed.variation, typed.in_rollout, flag, typed.reason)
         })
     }
 
@@ -171,7 +171,7 @@ impl Client {
             let flag = detail.flag;
             let typed = detail.into_str(default);
             self.expose(key, context, flag, typed.variation, || Value::String(typed.value.to_owned()));
-            evaluation_detail(typed.value.to_owned(), typed.variation, flag, typed.reason)
+            evaluation_detail(typed.value.to_owned(), typed.variation, typed.in_rollout, flag, typed.reason)
         })
     }
 
@@ -183,7 +183,7 @@ impl Client {
             let flag = detail.flag;
             let typed = detail.into_number(default);
             self.expose(key, context, flag, typed.variation, || number(typed.value));
-            evaluation_detail(typed.value, typed.variation, flag, typed.reason)
+            evaluation_detail(typed.value, typed.variation, typed.in_rollout, flag, typed.reason)
         })
     }
 
@@ -199,8 +199,9 @@ impl Client {
             let typed = detail.into_json(&default);
             self.expose(key, context, flag, typed.variation, || typed.value.clone());
             let served = typed.variation.map(|_| typed.value.clone());
-            let (variation, reason) = (typed.variation, typed.reason.into_owned());
-            evaluation_detail(served.unwrap_or(default), variation, flag, reason)
+            let (variation, in_rollout, reason) =
+                (typed.variation, typed.in_rollout, typed.reason.into_owned());
+            evaluation_detail(served.unwrap_or(default), variation, in_rollout, flag, reason)
         })
     }
 
@@ -307,12 +308,14 @@ fn not_ready<T>(default: T) -> EvaluationDetail<T> {
         variation: None,
         variant: None,
         reason: Reason::Error { error_kind: ErrorKind::NotReady },
+        in_rollout: false,
     }
 }
 
 fn evaluation_detail<T>(
     value: T,
     variation: Option<usize>,
+    in_rollout: bool,
     flag: Option<&Flag>,
     reason: Reason<'_>,
 ) -> EvaluationDetail<T> {
@@ -321,6 +324,7 @@ fn evaluation_detail<T>(
         variant: variation.zip(flag).map(|(variation, flag)| flag.variant_name(variation).into_owned()),
         variation,
         reason: reason.into_owned(),
+        in_rollout,
     }
 }
 

@@ -149,6 +149,9 @@ pub struct EvaluationDetail<T> {
     /// Why: `OFF`, `TARGET_MATCH`, `RULE_MATCH`, `FALLTHROUGH`, `PREREQUISITE_FAILED`, or `ERROR` with its
     /// kind (`NOT_READY` before any data, `FLAG_NOT_FOUND`, `WRONG_TYPE`, ...).
     pub reason: Reason<'static>,
+    /// Whether a percentage rollout picked the variation (of the matching rule, or of the
+    /// fallthrough): OpenFeature's `SPLIT`. `false` when the caller's default is served.
+    pub in_rollout: bool,
 }
 
 /// Flags changed: the revision the client is now at, and the keys whose evaluation may differ —

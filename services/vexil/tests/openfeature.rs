@@ -267,6 +267,43 @@ async fn targets_and_rules_on_custom_and_nested_fields_are_targeting_matches() {
 }
 
 #[tokio::test]
+async fn a_value_a_rollout_picked_is_a_split_whether_a_rule_or_the_fallthrough_served_it() {
+    let fixture = Fixture::start(&[(
+        json!({"key": "new-checkout", "kind": "string", "variations": [
+            {"value": "new", "name": "new-flow"}, {"value": "old", "name": "old-flow"},
+            {"value": "beta", "name": "beta-flow"}]}),
+        json!({"on": true, "off_variation": 1,
+               "rules": [
+                   {"id": "dutch", "serve": {"rollout": {"weights": [{"variation": 2, "weight": 100000}]}},
+                    "clauses": [{"attribute": "country", "op": "in", "values": ["NL"]}]},
+                   {"id": "german", "serve": {"variation": 0},
+                    "clauses": [{"attribute": "country", "op": "in", "values": ["DE"]}]}],
+               "fallthrough": {"rollout": {"weights": [
+                   {"variation": 0, "weight": 50000}, {"variation": 1, "weight": 50000}]}}}),
+    )])
+    .await;
+    let flags = &fixture.flags;
+
+    let dutch = user("user-1").with_custom_field("country", "NL");
+    let by_rule = flags.get_string_details("new-checkout", Some(&dutch), None).await.unwrap();
+    assert_eq!((by_rule.value.as_str(), by_rule.reason), ("beta", Some(EvaluationReason::Split)));
+    assert_eq!(by_rule.flag_metadata.values["ruleId"], FlagMetadataValue::String("dutch".into()));
+
+    let german = user("user-1").with_custom_field("country", "DE");
+    let by_variation = flags.get_string_details("new-checkout", Some(&german), None).await.unwrap();
+    assert_eq!(
+        (by_variation.value.as_str(), by_variation.reason),
+        ("new", Some(EvaluationReason::TargetingMatch))
+    );
+
+    let anyone = flags.get_string_details("new-checkout", Some(&user("user-2")), None).await.unwrap();
+    assert!(["new", "old"].contains(&anyone.value.as_str()), "{anyone:?}");
+    assert_eq!(anyone.reason, Some(EvaluationReason::Split));
+    assert_eq!(anyone.flag_metadata.values["vexilReason"], FlagMetadataValue::String("FALLTHROUGH".into()));
+    fixture.close().await;
+}
+
+#[tokio::test]
 async fn a_provider_before_readiness_is_not_ready_and_serves_defaults_until_vexil_is_up() {
     // Vexil with a flag, then stopped: the SDK starts against a port nobody answers on.
     let mut vexil = Standalone::start().await;

@@ -117,7 +117,8 @@ async fn a_change_reaches_the_sdk_and_its_listener_with_the_key_and_revision() {
             value: true,
             variation: Some(0),
             variant: Some("on".into()),
-            reason: Reason::Fallthrough
+            reason: Reason::Fallthrough,
+            in_rollout: false,
         }
     );
     assert_eq!(client.revision(), Some(toggled));
@@ -229,7 +230,13 @@ async fn a_client_that_never_initialised_serves_defaults_with_not_ready() {
     let not_ready = Reason::Error { error_kind: ErrorKind::NotReady };
     assert_eq!(
         client.bool_detail("checkout", &user(), true),
-        EvaluationDetail { value: true, variation: None, variant: None, reason: not_ready.clone() }
+        EvaluationDetail {
+            value: true,
+            variation: None,
+            variant: None,
+            reason: not_ready.clone(),
+            in_rollout: false
+        }
     );
     assert_eq!(client.string_detail("banner", &user(), "hello").value, "hello");
     assert_eq!(client.number_value("limit", &user(), 7.5), 7.5);

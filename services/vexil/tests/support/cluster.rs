@@ -35,12 +35,19 @@ pub struct Process {
     dir: PathBuf,
     child: Option<Child>,
     log: PathBuf,
+    /// Where the current launch's output starts in the log.
+    log_from: u64,
+    /// Whether a port taken by someone else may move the process to another free port: until it has
+    /// been ready once (a restart keeps its port).
+    movable: bool,
 }
 
 impl Process {
     /// Starts `vexil <role> <extra>` on a free port, with only the settings in `env`.
     pub fn spawn(role: &'static str, extra: &[&str], env: &[(&str, String)], dir: &Path) -> Process {
-        Process::spawn_on(free_port(), role, extra, env, dir)
+        let mut process = Process::spawn_on(free_port(), role, extra, env, dir);
+        process.movable = true;
+        process
     }
 
     /// Starts `vexil <role> <extra>` on `port`.
@@ -59,12 +66,15 @@ impl Process {
             dir: dir.to_owned(),
             child: None,
             log: dir.join(format!("{role}-{port}.log")),
+            log_from: 0,
+            movable: false,
         };
         process.launch();
         process
     }
 
     fn launch(&mut self) {
+        self.log_from = std::fs::metadata(&self.log).map_or(0, |metadata| metadata.len());
         let out = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -103,16 +113,29 @@ impl Process {
     }
 
     /// Polls `/readyz` until 200, failing early (with the log) if the process exits.
+    ///
+    /// Only once this launch has logged that it is listening: until then, whatever answers on the port
+    /// is another process (one of a test running in parallel that took the same free port first). A
+    /// process that finds its free port taken moves to another one (until it has been ready once).
     pub async fn wait_ready(&mut self, http: &reqwest::Client) {
         let deadline = Instant::now() + READY_DEADLINE;
         loop {
             let child = self.child.as_mut().unwrap_or_else(|| panic!("vexil {} was killed", self.role));
             if let Some(status) = child.try_wait().expect("polling the child") {
+                if self.movable && self.this_launch_log().contains("Address already in use") {
+                    self.port = free_port();
+                    self.log = self.dir.join(format!("{}-{}.log", self.role, self.port));
+                    self.launch();
+                    continue;
+                }
                 panic!("vexil {} exited with {status}:\n{}", self.role, self.log_text());
             }
-            if let Ok(response) = http.get(format!("{}/readyz", self.url())).send().await
+            // `"message":"listening…"` in the JSON log: the server has bound its port.
+            if self.this_launch_log().contains("\"listening")
+                && let Ok(response) = http.get(format!("{}/readyz", self.url())).send().await
                 && response.status() == 200
             {
+                self.movable = false;
                 return;
             }
             assert!(
@@ -143,6 +166,13 @@ impl Process {
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+
+    /// What the current launch has logged so far.
+    fn this_launch_log(&self) -> String {
+        let log = std::fs::read(&self.log).unwrap_or_default();
+        let from = usize::try_from(self.log_from).unwrap_or(usize::MAX).min(log.len());
+        String::from_utf8_lossy(&log[from..]).into_owned()
+    }
 }
 
 impl Drop for Process {
@@ -154,8 +184,8 @@ impl Drop for Process {
     }
 }
 
-/// A free loopback port (another process may take it before the child binds it; the readiness wait
-/// then fails with the child's log, which names the bind error).
+/// A free loopback port. Another process may take it before the child binds it: the readiness wait
+/// then moves the child to another port (see [`Process::wait_ready`]).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("binding a probe port").local_addr().unwrap().port()
 }
