@@ -699,25 +699,26 @@ mod tests {
         assert!(b.config.prerequisites.is_empty());
     }
 
-    #[tokio::test]
-    async fn postgres_each_change_in_a_batch_is_decided_on_its_own() {
-        let (store, _db) = postgres().await;
-        each_change_in_a_batch_is_decided_on_its_own(store).await;
+    /// Runs each scenario on PostgreSQL and on SQLite, as `<scenario>::postgres` and `<scenario>::sqlite`.
+    macro_rules! on_both_databases {
+        ($($scenario:ident),* $(,)?) => {$(
+            mod $scenario {
+                #[tokio::test]
+                async fn postgres() {
+                    let (store, _db) = super::postgres().await;
+                    super::$scenario(store).await;
+                }
+
+                #[tokio::test]
+                async fn sqlite() {
+                    super::$scenario(super::sqlite().await).await;
+                }
+            }
+        )*};
     }
 
-    #[tokio::test]
-    async fn sqlite_each_change_in_a_batch_is_decided_on_its_own() {
-        each_change_in_a_batch_is_decided_on_its_own(sqlite().await).await;
-    }
-
-    #[tokio::test]
-    async fn postgres_a_cycle_made_within_one_batch_is_refused() {
-        let (store, _db) = postgres().await;
-        a_cycle_made_within_one_batch_is_refused(store).await;
-    }
-
-    #[tokio::test]
-    async fn sqlite_a_cycle_made_within_one_batch_is_refused() {
-        a_cycle_made_within_one_batch_is_refused(sqlite().await).await;
-    }
+    on_both_databases!(
+        each_change_in_a_batch_is_decided_on_its_own,
+        a_cycle_made_within_one_batch_is_refused
+    );
 }
