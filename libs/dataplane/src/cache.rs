@@ -8,10 +8,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use arc_swap::ArcSwap;
 use tokio::sync::broadcast;
 use vexil_eval::CompiledSnapshot;
+use vexil_keys::KeyKind;
 use vexil_model::Snapshot;
 use vexil_proto::{ChangeEvent, ChangeKind, EnvironmentSnapshot, ItemKind, SdkKey};
-use vexil_store::KeyKind;
-use vexil_store::secrets::{self, SecretKind};
 
 use crate::error::{Error, Result};
 use crate::ring::Ring;
@@ -372,14 +371,12 @@ impl Cache {
     }
 
     fn authenticate_at(&self, presented: &str, now_ms: i64) -> Option<Authenticated> {
-        let (kind, id) = [(KeyKind::Server, SecretKind::Server), (KeyKind::Client, SecretKind::Client)]
-            .into_iter()
-            .find_map(|(kind, secret_kind)| secrets::id_of(secret_kind, presented).map(|id| (kind, id)))?;
+        let (kind, id) = vexil_keys::sdk_key_id(presented)?;
         let environment_id = *self.inner.key_index.load().get(id)?;
         let environment = self.environment(environment_id)?;
         let key = environment.key(id)?;
         // The hash is compared whatever the kind and expiry, so timing says nothing about either.
-        let matches = secrets::matches(presented, &key.secret_sha256);
+        let matches = vexil_keys::matches(presented, &key.secret_sha256);
         let live = key.expires_at_ms == 0 || now_ms < key.expires_at_ms;
         if !(matches && live && key.kind == kind.as_str()) {
             return None;
@@ -597,6 +594,8 @@ fn unix_millis(at: SystemTime) -> i64 {
 
 #[cfg(test)]
 mod tests {
+    use vexil_keys::SecretKind;
+
     use super::*;
 
     fn environment(id: i64, revision: u64, keys: Vec<SdkKey>) -> EnvironmentSnapshot {
@@ -613,7 +612,7 @@ mod tests {
 
     #[test]
     fn a_key_is_refused_from_its_expiry_instant_on() {
-        let secret = secrets::generate(SecretKind::Server);
+        let secret = vexil_keys::generate(SecretKind::Server);
         let key = SdkKey {
             id: secret.id.clone(),
             kind: "server".into(),

@@ -79,6 +79,7 @@
 mod apply;
 mod cache;
 mod error;
+mod fallback;
 mod ring;
 mod sync;
 mod upstream;
@@ -88,6 +89,7 @@ pub use cache::{
     EnvironmentState, LoadOutcome,
 };
 pub use error::{Error, PayloadError, Result};
+pub use fallback::{BoxFuture, SnapshotSource, SourceError};
 pub use sync::{BusSync, DEFAULT_REFRESH_INTERVAL};
 pub use upstream::{
     DEFAULT_DEAD_AFTER, DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, RELAY_ENVIRONMENT_ID, UpstreamError,
@@ -95,4 +97,3 @@ pub use upstream::{
 };
 /// The SSE parser relay mode reads its upstream with (re-exported from `vexil-sse`).
 pub use vexil_sse::{SseEvent, SseParser};
-pub use vexil_store::KeyKind;

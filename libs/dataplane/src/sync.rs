@@ -3,14 +3,14 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use vexil_bus::{Bus, Delivery, Subscription};
 use vexil_proto::{ChangeEvent, EnvironmentSnapshot};
-use vexil_store::{Store, StoreError};
 
 use crate::cache::{ApplyOutcome, Cache, LoadOutcome, Position};
 use crate::error::chain;
+use crate::fallback::SnapshotSource;
 
 /// How often [`BusSync`] compares the cache with the bus's environment registry, unless told otherwise.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
@@ -22,7 +22,7 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 /// The task that fills a [`Cache`] from the bus and keeps it current (DESIGN.md §1, §4):
 ///
 /// 1. **Warm start.** Subscribes first (so nothing published from then on is missed), then loads every
-///    environment in the bus's registry from its cached snapshot — and, with a [store](Self::with_store),
+///    environment in the bus's registry from its cached snapshot — and, with a [database](Self::with_database),
 ///    every environment in the database too. A snapshot that is missing, older than the registry says
 ///    or unreadable is loaded from the database instead. The cache is then
 ///    [marked ready](Cache::mark_ready) (once the environment list could be read from the bus or the
@@ -40,24 +40,34 @@ const MAX_RETRY: Duration = Duration::from_secs(5);
 ///
 /// It never panics on bad data and never stops before `shutdown`: the cache keeps serving what it has
 /// while the bus or the database is down.
-#[derive(Debug)]
 pub struct BusSync {
     cache: Cache,
     bus: Bus,
-    store: Option<Store>,
+    database: Option<Box<dyn SnapshotSource>>,
     refresh_interval: Duration,
+}
+
+impl std::fmt::Debug for BusSync {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusSync")
+            .field("cache", &self.cache)
+            .field("bus", &self.bus)
+            .field("database", &self.database.is_some())
+            .field("refresh_interval", &self.refresh_interval)
+            .finish()
+    }
 }
 
 impl BusSync {
     /// A sync of `cache` from `bus`, without a database fallback.
     pub fn new(cache: Cache, bus: Bus) -> BusSync {
-        BusSync { cache, bus, store: None, refresh_interval: DEFAULT_REFRESH_INTERVAL }
+        BusSync { cache, bus, database: None, refresh_interval: DEFAULT_REFRESH_INTERVAL }
     }
 
     /// Falls back to this database when the bus's snapshot of an environment is missing or stale, and
     /// lists its environments at start-up (and while the bus is down).
-    pub fn with_store(mut self, store: Store) -> BusSync {
-        self.store = Some(store);
+    pub fn with_database(mut self, database: impl SnapshotSource) -> BusSync {
+        self.database = Some(Box::new(database));
         self
     }
 
@@ -67,13 +77,13 @@ impl BusSync {
         self
     }
 
-    /// Runs until `shutdown` turns true (or its sender is dropped).
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Runs until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
         let refresh_interval = self.refresh_interval;
         let mut runner = Runner {
             cache: self.cache,
             bus: self.bus,
-            store: self.store,
+            database: self.database,
             subscription: None,
             subscribed: BTreeSet::new(),
             subscribe_failed: false,
@@ -83,14 +93,14 @@ impl BusSync {
         'running: loop {
             tokio::select! {
                 biased;
-                () = stopped(&mut shutdown) => break 'running,
+                () = shutdown.cancelled() => break 'running,
                 () = runner.refresh() => {}
             }
             let mut wake_at = Instant::now() + runner.next_delay(refresh_interval, &mut backoff);
             loop {
                 tokio::select! {
                     biased;
-                    () = stopped(&mut shutdown) => break 'running,
+                    () = shutdown.cancelled() => break 'running,
                     delivery = next_delivery(runner.subscription.as_mut()) => match delivery {
                         Some(Delivery::Change(event)) => runner.handle(event).await,
                         // Whatever was published while the subscription was down is lost to it:
@@ -115,11 +125,6 @@ impl BusSync {
     }
 }
 
-/// Resolves once `shutdown` is true or its sender is gone.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
-}
-
 /// The next delivery, or never when there is no subscription (the periodic refresh makes one).
 async fn next_delivery(subscription: Option<&mut Subscription>) -> Option<Delivery> {
     match subscription {
@@ -131,7 +136,7 @@ async fn next_delivery(subscription: Option<&mut Subscription>) -> Option<Delive
 struct Runner {
     cache: Cache,
     bus: Bus,
-    store: Option<Store>,
+    database: Option<Box<dyn SnapshotSource>>,
     subscription: Option<Subscription>,
     /// Environments the subscription has been asked for.
     subscribed: BTreeSet<i64>,
@@ -191,10 +196,10 @@ impl Runner {
             }
         };
         let mut listed_by_store = false;
-        if let Some(store) = &self.store
+        if let Some(database) = &self.database
             && (initial || !listed_by_bus)
         {
-            match store.environment_ids().await {
+            match database.environment_ids().await {
                 Ok(ids) => {
                     for id in ids {
                         wanted.entry(id).or_insert(0);
@@ -202,7 +207,7 @@ impl Runner {
                     listed_by_store = true;
                 }
                 Err(error) => {
-                    tracing::warn!(error = %chain(&error), "cannot list environments in the database")
+                    tracing::warn!(error = %chain(&*error), "cannot list environments in the database")
                 }
             }
         }
@@ -322,10 +327,10 @@ impl Runner {
         let mut done = from_bus
             .as_ref()
             .is_some_and(|snapshot| snapshot.revision >= want && self.install(snapshot, "bus"));
-        if !done && let Some(store) = &self.store {
-            match store.environment_snapshot(id).await {
-                Ok(snapshot) => done = self.install(&snapshot, "database"),
-                Err(StoreError::NotFound { .. }) => {
+        if !done && let Some(database) = &self.database {
+            match database.environment_snapshot(id).await {
+                Ok(Some(snapshot)) => done = self.install(&snapshot, "database"),
+                Ok(None) => {
                     let have = match self.cache.position(id) {
                         Position::Live(revision) | Position::Deleted(revision) => revision,
                         Position::Unknown => 0,
@@ -341,7 +346,7 @@ impl Runner {
                     done = true;
                 }
                 Err(error) => {
-                    tracing::warn!(environment_id = id, error = %chain(&error), "cannot read the environment's snapshot from the database");
+                    tracing::warn!(environment_id = id, error = %chain(&*error), "cannot read the environment's snapshot from the database");
                 }
             }
         }

@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use rand::Rng;
 use serde_json::{Value, json};
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use vexil_keys::SecretKind;
 use vexil_proto::{ChangeEvent, ChangeKind, EnvironmentSnapshot, ItemKind, SdkKey};
-use vexil_store::secrets::{self, SecretKind};
 
 use vexil_sse::{SseEvent, SseParser};
 
@@ -106,11 +106,11 @@ impl UpstreamSync {
         server_key: &str,
         state_file: impl Into<PathBuf>,
     ) -> Result<UpstreamSync, UpstreamError> {
-        let id = secrets::id_of(SecretKind::Server, server_key).ok_or(UpstreamError::InvalidServerKey)?;
+        let id = vexil_keys::id_of(SecretKind::Server, server_key).ok_or(UpstreamError::InvalidServerKey)?;
         let key = SdkKey {
             id: id.to_owned(),
             kind: "server".into(),
-            secret_sha256: secrets::sha256(server_key).to_vec(),
+            secret_sha256: vexil_keys::sha256(server_key).to_vec(),
             expires_at_ms: 0,
         };
         Ok(UpstreamSync {
@@ -176,8 +176,8 @@ impl UpstreamSync {
         Ok(Some(revision))
     }
 
-    /// Follows the upstream until `shutdown` is true or its sender is gone.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+    /// Follows the upstream until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
         match self.load_state().await {
             Ok(Some(revision)) => {
                 tracing::info!(revision, path = %self.state_file.display(), "serving the persisted snapshot")
@@ -200,7 +200,7 @@ impl UpstreamSync {
         loop {
             let outcome = tokio::select! {
                 biased;
-                () = stopped(&mut shutdown) => break,
+                () = shutdown.cancelled() => break,
                 outcome = self.follow(&client, resume) => outcome,
             };
             resume = !outcome.resync;
@@ -216,7 +216,7 @@ impl UpstreamSync {
             );
             tokio::select! {
                 biased;
-                () = stopped(&mut shutdown) => break,
+                () = shutdown.cancelled() => break,
                 () = tokio::time::sleep(delay) => {}
             }
         }
@@ -443,11 +443,6 @@ struct Outcome {
 fn jitter(base: Duration) -> Duration {
     let millis = base.as_millis().max(2) as u64;
     Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
-}
-
-/// Resolves once `shutdown` is true or its sender is gone.
-async fn stopped(shutdown: &mut watch::Receiver<bool>) {
-    let _ = shutdown.wait_for(|stop| *stop).await;
 }
 
 #[cfg(test)]

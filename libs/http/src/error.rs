@@ -5,117 +5,79 @@ use actix_web::{HttpResponse, ResponseError};
 use serde::Serialize;
 use utoipa::ToSchema;
 use vexil_model::{FieldError, ValidationErrors};
-use vexil_store::StoreError;
 
-/// The stable error codes, with their HTTP status and title. Clients match on `code`, never on text.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum ErrorCode {
-    /// No token, or an unknown one.
-    Unauthorized,
-    /// The token may not do this.
-    Forbidden,
-    /// No such resource.
-    NotFound,
-    /// No such route or method.
-    MethodNotAllowed,
-    /// The body is not valid JSON or does not have the expected shape.
-    InvalidBody,
-    /// A path or query parameter is malformed.
-    InvalidParameter,
-    /// The request is not well-formed HTTP/1.1 (answered by the streaming deployment's own server;
-    /// actix answers these with an empty 400).
-    MalformedRequest,
-    /// The request's head (request line and headers) is larger than the server accepts.
-    HeadersTooLarge,
-    /// The body is well-formed but breaks a rule; `errors` names every field.
-    ValidationFailed,
-    /// A resource with that key exists.
-    AlreadyExists,
-    /// The change conflicts with other resources.
-    Conflict,
-    /// `If-Match` names a version that is no longer current.
-    PreconditionFailed,
-    /// The body is larger than the limit.
-    PayloadTooLarge,
-    /// The body is not JSON.
-    UnsupportedMediaType,
-    /// The database is unreachable (nothing was written), or a data-plane replica has no data yet.
-    ServiceUnavailable,
-    /// Too many requests for this key; retry after `Retry-After` seconds.
-    RateLimited,
-    /// A bug or an unexpected failure; the request id finds it in the logs.
-    Internal,
+/// Declares [`ErrorCode`] from its table: one row per code, with the code's HTTP status, its string in
+/// JSON and its title together, so that the three can never drift apart.
+macro_rules! error_codes {
+    ($($(#[$doc:meta])* $variant:ident => ($status:ident, $code:literal, $title:literal),)*) => {
+        /// The stable error codes, with their HTTP status and title. Clients match on `code`, never on
+        /// text.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+        pub enum ErrorCode {
+            $($(#[$doc])* #[serde(rename = $code)] $variant,)*
+        }
+
+        impl ErrorCode {
+            /// The HTTP status this code is answered with.
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(ErrorCode::$variant => StatusCode::$status,)*
+                }
+            }
+
+            /// A short, fixed summary.
+            pub fn title(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $title,)*
+                }
+            }
+
+            /// The code as it appears in JSON.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorCode::$variant => $code,)*
+                }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// The HTTP status this code is answered with.
-    pub fn status(self) -> StatusCode {
-        match self {
-            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
-            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
-            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ErrorCode::InvalidBody | ErrorCode::InvalidParameter | ErrorCode::MalformedRequest => {
-                StatusCode::BAD_REQUEST
-            }
-            ErrorCode::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            ErrorCode::ValidationFailed => StatusCode::UNPROCESSABLE_ENTITY,
-            ErrorCode::AlreadyExists | ErrorCode::Conflict => StatusCode::CONFLICT,
-            ErrorCode::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ErrorCode::ServiceUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-        }
-    }
-
-    /// A short, fixed summary.
-    pub fn title(self) -> &'static str {
-        match self {
-            ErrorCode::Unauthorized => "Authentication required",
-            ErrorCode::Forbidden => "Not allowed",
-            ErrorCode::NotFound => "Not found",
-            ErrorCode::MethodNotAllowed => "Method not allowed",
-            ErrorCode::InvalidBody => "Invalid request body",
-            ErrorCode::InvalidParameter => "Invalid parameter",
-            ErrorCode::MalformedRequest => "Malformed request",
-            ErrorCode::HeadersTooLarge => "Request header fields too large",
-            ErrorCode::ValidationFailed => "Validation failed",
-            ErrorCode::AlreadyExists => "Already exists",
-            ErrorCode::Conflict => "Conflict",
-            ErrorCode::PreconditionFailed => "Precondition failed",
-            ErrorCode::PayloadTooLarge => "Payload too large",
-            ErrorCode::UnsupportedMediaType => "Unsupported media type",
-            ErrorCode::ServiceUnavailable => "Service unavailable",
-            ErrorCode::RateLimited => "Too many requests",
-            ErrorCode::Internal => "Internal error",
-        }
-    }
-
-    /// The code as it appears in JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::Unauthorized => "unauthorized",
-            ErrorCode::Forbidden => "forbidden",
-            ErrorCode::NotFound => "not_found",
-            ErrorCode::MethodNotAllowed => "method_not_allowed",
-            ErrorCode::InvalidBody => "invalid_body",
-            ErrorCode::InvalidParameter => "invalid_parameter",
-            ErrorCode::MalformedRequest => "malformed_request",
-            ErrorCode::HeadersTooLarge => "headers_too_large",
-            ErrorCode::ValidationFailed => "validation_failed",
-            ErrorCode::AlreadyExists => "already_exists",
-            ErrorCode::Conflict => "conflict",
-            ErrorCode::PreconditionFailed => "precondition_failed",
-            ErrorCode::PayloadTooLarge => "payload_too_large",
-            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
-            ErrorCode::ServiceUnavailable => "service_unavailable",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::Internal => "internal",
-        }
-    }
+error_codes! {
+    /// No token, or an unknown one.
+    Unauthorized => (UNAUTHORIZED, "unauthorized", "Authentication required"),
+    /// The token may not do this.
+    Forbidden => (FORBIDDEN, "forbidden", "Not allowed"),
+    /// No such resource.
+    NotFound => (NOT_FOUND, "not_found", "Not found"),
+    /// No such route or method.
+    MethodNotAllowed => (METHOD_NOT_ALLOWED, "method_not_allowed", "Method not allowed"),
+    /// The body is not valid JSON or does not have the expected shape.
+    InvalidBody => (BAD_REQUEST, "invalid_body", "Invalid request body"),
+    /// A path or query parameter is malformed.
+    InvalidParameter => (BAD_REQUEST, "invalid_parameter", "Invalid parameter"),
+    /// The request is not well-formed HTTP/1.1 (answered by the streaming deployment's own server;
+    /// actix answers these with an empty 400).
+    MalformedRequest => (BAD_REQUEST, "malformed_request", "Malformed request"),
+    /// The request's head (request line and headers) is larger than the server accepts.
+    HeadersTooLarge => (REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large", "Request header fields too large"),
+    /// The body is well-formed but breaks a rule; `errors` names every field.
+    ValidationFailed => (UNPROCESSABLE_ENTITY, "validation_failed", "Validation failed"),
+    /// A resource with that key exists.
+    AlreadyExists => (CONFLICT, "already_exists", "Already exists"),
+    /// The change conflicts with other resources.
+    Conflict => (CONFLICT, "conflict", "Conflict"),
+    /// `If-Match` names a version that is no longer current.
+    PreconditionFailed => (PRECONDITION_FAILED, "precondition_failed", "Precondition failed"),
+    /// The body is larger than the limit.
+    PayloadTooLarge => (PAYLOAD_TOO_LARGE, "payload_too_large", "Payload too large"),
+    /// The body is not JSON.
+    UnsupportedMediaType => (UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", "Unsupported media type"),
+    /// The database is unreachable (nothing was written), or a data-plane replica has no data yet.
+    ServiceUnavailable => (SERVICE_UNAVAILABLE, "service_unavailable", "Service unavailable"),
+    /// Too many requests for this key; retry after `Retry-After` seconds.
+    RateLimited => (TOO_MANY_REQUESTS, "rate_limited", "Too many requests"),
+    /// A bug or an unexpected failure; the request id finds it in the logs.
+    Internal => (INTERNAL_SERVER_ERROR, "internal", "Internal error"),
 }
 
 /// The `Content-Type` of every error body.
@@ -200,37 +162,25 @@ impl ApiError {
     /// [`PROBLEM_CONTENT_TYPE`]; a server that is not actix answers with the same three (its body
     /// `serde_json::to_vec` of this), so that the bytes are the same.
     pub fn problem(&self) -> Problem {
-        match self {
-            ApiError::Client { code, detail, errors } => Problem {
-                kind: format!("urn:vexil:problem:{}", code.as_str()),
-                title: code.title(),
-                status: code.status().as_u16(),
-                detail: detail.clone(),
-                code: *code,
-                field: errors.first().map(|e| e.field.clone()),
-                errors: errors.clone(),
-            },
-            ApiError::RateLimited { retry_after_seconds } => Problem {
-                kind: "urn:vexil:problem:rate_limited".into(),
-                title: ErrorCode::RateLimited.title(),
-                status: 429,
-                detail: format!("too many requests for this key; retry after {retry_after_seconds} s"),
-                code: ErrorCode::RateLimited,
-                field: None,
-                errors: Vec::new(),
-            },
+        let (detail, errors) = match self {
+            ApiError::Client { detail, errors, .. } => (detail.clone(), errors.clone()),
+            ApiError::RateLimited { retry_after_seconds } => {
+                (format!("too many requests for this key; retry after {retry_after_seconds} s"), Vec::new())
+            }
             ApiError::Unexpected(error) => {
                 tracing::error!(error = format!("{error:#}"), "unexpected error");
-                Problem {
-                    kind: "urn:vexil:problem:internal".into(),
-                    title: ErrorCode::Internal.title(),
-                    status: 500,
-                    detail: "an unexpected error occurred; the request id identifies it in the logs".into(),
-                    code: ErrorCode::Internal,
-                    field: None,
-                    errors: Vec::new(),
-                }
+                ("an unexpected error occurred; the request id identifies it in the logs".into(), Vec::new())
             }
+        };
+        let code = self.code();
+        Problem {
+            kind: format!("urn:vexil:problem:{}", code.as_str()),
+            title: code.title(),
+            status: code.status().as_u16(),
+            detail,
+            code,
+            field: errors.first().map(|e| e.field.clone()),
+            errors,
         }
     }
 
@@ -254,28 +204,6 @@ impl From<ValidationErrors> for ApiError {
             code: ErrorCode::ValidationFailed,
             detail: errors.to_string(),
             errors: errors.errors().to_vec(),
-        }
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(error: StoreError) -> ApiError {
-        match error {
-            StoreError::NotFound { .. } => ApiError::new(ErrorCode::NotFound, error.to_string()),
-            StoreError::AlreadyExists { .. } => ApiError::new(ErrorCode::AlreadyExists, error.to_string()),
-            StoreError::VersionMismatch { .. } => {
-                ApiError::new(ErrorCode::PreconditionFailed, error.to_string())
-            }
-            StoreError::Invalid(errors) => errors.into(),
-            StoreError::Conflict(detail) => ApiError::new(ErrorCode::Conflict, detail),
-            StoreError::Unavailable(_) => {
-                tracing::warn!(error = %anyhow::Error::from(error), "database unavailable");
-                ApiError::new(
-                    ErrorCode::ServiceUnavailable,
-                    "the database is unavailable; nothing was changed",
-                )
-            }
-            other => ApiError::Unexpected(anyhow::Error::from(other)),
         }
     }
 }

@@ -305,7 +305,7 @@ impl ClientBuilder {
 
     /// The network configuration, checked.
     fn check(&self) -> Result<Config> {
-        if !is_server_key(&self.server_key) {
+        if vexil_keys::id_of(vexil_keys::SecretKind::Server, &self.server_key).is_none() {
             return Err(Error::InvalidServerKey);
         }
         let stream_base = base_url("stream", &self.stream_url)?;
@@ -369,17 +369,6 @@ pub(crate) struct Config {
     pub(crate) request_timeout: Duration,
 }
 
-/// Whether `key` has a server key's shape: `vxs_`, a 12-character id, `_`, the secret.
-pub(crate) fn is_server_key(key: &str) -> bool {
-    let Some((id, secret)) = key.strip_prefix("vxs_").and_then(|rest| rest.split_once('_')) else {
-        return false;
-    };
-    id.len() == 12
-        && id.bytes().all(|b| b.is_ascii_alphanumeric())
-        && !secret.is_empty()
-        && secret.bytes().all(|b| b.is_ascii_graphic())
-}
-
 /// A base URL without its trailing slashes, if it is an absolute `http://` URL with a host and no query
 /// or fragment.
 pub(crate) fn base_url(which: &'static str, url: &str) -> Result<String> {
@@ -398,16 +387,6 @@ pub(crate) fn base_url(which: &'static str, url: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_server_keys_pass() {
-        assert!(is_server_key("vxs_ABCDEFabcdef_0123456789abcdefghijABCDEFGHIJ0123"));
-        assert!(!is_server_key("vxc_ABCDEFabcdef_0123456789"), "a client key");
-        assert!(!is_server_key("vxs_short_0123456789"));
-        assert!(!is_server_key("vxs_ABCDEFabcdef_"));
-        assert!(!is_server_key("vxs_ABCDEFabcdef_with space"));
-        assert!(!is_server_key(""));
-    }
 
     #[test]
     fn base_urls_are_plain_http_without_query_and_lose_trailing_slashes() {

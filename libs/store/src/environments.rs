@@ -2,14 +2,14 @@
 
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
+use vexil_keys::{KeyKind, SecretKind};
 use vexil_model::{EnvironmentKey, FlagConfigSpec, FlagSpec, ProjectKey};
 use vexil_proto::{ItemKind, SdkKey};
 
 use crate::Store;
 use crate::db::{Tx, on};
 use crate::error::{Result, StoreError, is_unique_violation};
-use crate::records::{Actor, EnvironmentRecord, KeyKind, NewSdkKeys, SdkKeyRecord};
-use crate::secrets::{self, SecretKind};
+use crate::records::{Actor, EnvironmentRecord, NewSdkKeys, SdkKeyRecord};
 use crate::write::{self, AuditEntry, Change, EnvRow, ProjectRow, corrupt, now, to_u64};
 
 fn record(project: &ProjectRow, row: EnvRow) -> Result<EnvironmentRecord> {
@@ -138,14 +138,14 @@ impl Store {
     ) -> Result<NewSdkKeys> {
         const SQL: &str = "insert into sdk_keys (id, environment_id, kind, prefix, secret_sha256, created_at) \
                            values ($1, $2, $3, $4, $5, $6)";
-        let server = secrets::generate(SecretKind::Server);
-        let client = secrets::generate(SecretKind::Client);
+        let server = vexil_keys::generate(SecretKind::Server);
+        let client = vexil_keys::generate(SecretKind::Client);
         for (secret, kind) in [(&server, KeyKind::Server), (&client, KeyKind::Client)] {
             on!(tx, |c, d| sqlx::query(SQL)
                 .bind(&secret.id)
                 .bind(env.id)
                 .bind(kind.as_str())
-                .bind(secrets::prefix_of(&secret.secret))
+                .bind(vexil_keys::prefix_of(&secret.secret))
                 .bind(secret.sha256.as_slice())
                 .bind(at)
                 .execute(c)

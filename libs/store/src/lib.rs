@@ -20,7 +20,6 @@ mod flag_configs;
 mod flags;
 mod projects;
 mod records;
-pub mod secrets;
 mod segments;
 mod tokens;
 mod write;
@@ -37,7 +36,7 @@ pub use error::{Result, StoreError};
 pub use flags::FlagFilter;
 pub use records::{
     Actor, AuditQuery, AuditRecord, AuditVerification, EnvironmentRecord, FlagConfigRecord, FlagRecord,
-    KeyKind, NewSdkKeys, ProjectRecord, Role, SdkKeyRecord, SegmentRecord, TokenRecord,
+    NewSdkKeys, ProjectRecord, Role, SdkKeyRecord, SegmentRecord, TokenRecord,
 };
 pub use tokens::{NewToken, VERIFIED_TOKEN_TTL};
 

@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
+use vexil_keys::KeyKind;
 use vexil_model::{EnvironmentKey, Flag, FlagConfig, FlagKey, ProjectKey, Segment};
 
 /// Who makes a change: recorded in the audit log.
@@ -95,35 +96,6 @@ pub struct SegmentRecord {
     pub created_at: OffsetDateTime,
     /// When it last changed.
     pub updated_at: OffsetDateTime,
-}
-
-/// Whether an SDK key is for servers or clients.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub enum KeyKind {
-    /// Secret; sees full configurations.
-    Server,
-    /// Public; sees evaluated values of client-side flags only.
-    Client,
-}
-
-impl KeyKind {
-    /// The kind as stored and sent.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyKind::Server => "server",
-            KeyKind::Client => "client",
-        }
-    }
-
-    pub(crate) fn parse(text: &str) -> Option<KeyKind> {
-        match text {
-            "server" => Some(KeyKind::Server),
-            "client" => Some(KeyKind::Client),
-            _ => None,
-        }
-    }
 }
 
 /// An SDK key, without its secret.

@@ -8,13 +8,13 @@ use serde_json::json;
 use sqlx::FromRow;
 use sqlx::types::Json;
 use time::OffsetDateTime;
+use vexil_keys::{NewSecret, SecretKind};
 use vexil_model::{ProjectKey, ValidationErrors};
 
 use crate::Store;
 use crate::db::{on, on_pool};
 use crate::error::{Result, StoreError};
 use crate::records::{Actor, Role, TokenRecord};
-use crate::secrets::{self, NewSecret, SecretKind};
 use crate::write::{self, AuditEntry, corrupt, now};
 
 /// A token to create.
@@ -60,7 +60,7 @@ fn token_json(record: &TokenRecord) -> serde_json::Value {
 impl Store {
     /// Creates a token; returns its record and its secret (shown once).
     pub async fn create_token(&self, actor: &Actor, token: NewToken) -> Result<(TokenRecord, String)> {
-        let secret = secrets::generate(SecretKind::Management);
+        let secret = vexil_keys::generate(SecretKind::Management);
         let record = self.insert_token(actor, &token, &secret).await?;
         Ok((record, secret.secret))
     }
@@ -68,7 +68,7 @@ impl Store {
     /// Makes sure a token with exactly this secret exists as an unscoped admin (the bootstrap token:
     /// `VEXIL_BOOTSTRAP_TOKEN`, or the one printed on first start). Idempotent.
     pub async fn ensure_bootstrap_token(&self, secret: &str) -> Result<TokenRecord> {
-        let chosen = secrets::from_chosen(secret);
+        let chosen = vexil_keys::from_chosen(secret);
         if let Some(existing) = self.token_by_id(&chosen.id).await? {
             return Ok(existing);
         }
@@ -135,7 +135,7 @@ impl Store {
     /// The token a presented secret belongs to, if it is valid. Compares hashes in constant time.
     /// A valid token is remembered for [`VERIFIED_TOKEN_TTL`] (see [`VerifiedTokens`]).
     pub async fn authenticate(&self, presented: &str) -> Result<Option<TokenRecord>> {
-        let digest = secrets::sha256(presented);
+        let digest = vexil_keys::sha256(presented);
         if let Some(token) = self.verified_tokens.get(&digest) {
             return Ok(Some(token));
         }
@@ -148,15 +148,15 @@ impl Store {
 
     async fn authenticate_in_database(&self, presented: &str) -> Result<Option<TokenRecord>> {
         // Generated tokens carry their id; a chosen (bootstrap) token's id is derived from its hash.
-        let id = match secrets::id_of(SecretKind::Management, presented) {
+        let id = match vexil_keys::id_of(SecretKind::Management, presented) {
             Some(id) => id.to_owned(),
-            None => secrets::from_chosen(presented).id,
+            None => vexil_keys::from_chosen(presented).id,
         };
         // One statement, outside a transaction: every API request makes this look-up.
         let row: Option<TokenRow> =
             on_pool!(&self.pool, |pool, d| sqlx::query_as(SQL_BY_ID).bind(&id).fetch_optional(pool).await?);
         match row {
-            Some(row) if secrets::matches(presented, &row.secret_sha256) => Ok(Some(row.record()?)),
+            Some(row) if vexil_keys::matches(presented, &row.secret_sha256) => Ok(Some(row.record()?)),
             _ => Ok(None),
         }
     }

@@ -230,7 +230,7 @@ pub async fn authenticate(
             Ok(Some(token)) => req.extensions_mut().insert(Presented::Valid(token)),
             Ok(None) => req.extensions_mut().insert(Presented::Invalid),
             Err(error) => {
-                let response = actix_web::ResponseError::error_response(&ApiError::from(error));
+                let response = actix_web::ResponseError::error_response(&crate::error::from_store(error));
                 return Ok(req.into_response(response));
             }
         };

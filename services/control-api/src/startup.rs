@@ -10,8 +10,8 @@ use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{Next, from_fn};
 use actix_web::{App, HttpMessage, HttpResponse, HttpServer, web};
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 use utoipa_actix_web::{AppExt, scope};
 use utoipa_swagger_ui::SwaggerUi;
@@ -140,7 +140,7 @@ pub struct Application {
     port: u16,
     server: Server,
     relay: JoinHandle<()>,
-    shutdown: watch::Sender<bool>,
+    shutdown: CancellationToken,
 }
 
 impl Application {
@@ -155,8 +155,8 @@ impl Application {
             settings: settings.clone(),
             metrics: metrics.clone(),
         });
-        let (shutdown, shutdown_rx) = watch::channel(false);
-        let relay = tokio::spawn(crate::relay::run(store, bus, metrics.clone(), shutdown_rx));
+        let shutdown = CancellationToken::new();
+        let relay = tokio::spawn(vexil_outbox::run(store, bus, metrics.relay.clone(), shutdown.clone()));
         let openapi = Arc::new(openapi());
         let server = HttpServer::new(move || {
             let state = state.clone();
@@ -186,7 +186,7 @@ impl Application {
     /// Serves until SIGTERM/SIGINT (actix drains in-flight requests), then stops the relay.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
         let result = self.server.await;
-        let _ = self.shutdown.send(true);
+        self.shutdown.cancel();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.relay).await;
         Ok(result?)
     }

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use vexil_config::Settings;
 use vexil_store::Store;
-use vexil_telemetry::{Counter, Gauge, Registry, ResponseCounters};
+use vexil_telemetry::{Registry, ResponseCounters};
 
 /// Shared by every handler and background task of one process.
 pub struct AppState {
@@ -22,12 +22,8 @@ pub struct Metrics {
     pub registry: Registry,
     /// Responses by status class.
     pub responses: ResponseCounters,
-    /// Change events published to the bus.
-    pub relay_published: Arc<Counter>,
-    /// Failed publish attempts (bus down).
-    pub relay_failures: Arc<Counter>,
-    /// Change events waiting for the bus.
-    pub relay_unsent: Arc<Gauge>,
+    /// The change relay's.
+    pub relay: vexil_outbox::Metrics,
 }
 
 impl Metrics {
@@ -35,16 +31,8 @@ impl Metrics {
     pub fn new() -> Metrics {
         let registry = Registry::default();
         let responses = registry.responses("vexil_http_responses_total", "HTTP responses by status class.");
-        Metrics {
-            responses,
-            relay_published: registry
-                .counter("vexil_relay_published_events_total", "Change events published to the bus."),
-            relay_failures: registry
-                .counter("vexil_relay_publish_failures_total", "Failed attempts to publish to the bus."),
-            relay_unsent: registry
-                .gauge("vexil_relay_unsent_events", "Change events waiting in the database for the bus."),
-            registry,
-        }
+        let relay = vexil_outbox::Metrics::register(&registry);
+        Metrics { registry, responses, relay }
     }
 }
 

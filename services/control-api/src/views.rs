@@ -3,9 +3,10 @@
 use serde::Serialize;
 use time::OffsetDateTime;
 use utoipa::ToSchema;
+use vexil_keys::KeyKind;
 use vexil_model::{FlagConfigSpec, FlagSpec, SegmentSpec};
 use vexil_store::{
-    EnvironmentRecord, FlagConfigRecord, FlagRecord, KeyKind, NewSdkKeys, ProjectRecord, Role, SdkKeyRecord,
+    EnvironmentRecord, FlagConfigRecord, FlagRecord, NewSdkKeys, ProjectRecord, Role, SdkKeyRecord,
     SegmentRecord, TokenRecord,
 };
 

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use vexil_bus::{Bus, BusError};
 use vexil_dataplane::EnvironmentState;
-use vexil_http::KeyKind;
+use vexil_keys::KeyKind;
 use vexil_model::{Context, FieldError, FlagKey};
 
 /// Most events in one batch.

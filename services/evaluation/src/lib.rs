@@ -47,7 +47,7 @@
 //! [`Application::build`] runs the service on its own port. Another binary (standalone mode) registers
 //! `web::Data<Cache>` and `web::Data<EvaluationState>` and calls [`configure`] (or [`configure_routes`]
 //! without health and metrics), and wraps its app in `from_fn(normalize_path)` and
-//! `from_fn(vexil_http::cors)`.
+//! `from_fn(vexil_dataplane_http::cors)`.
 
 pub mod body;
 pub mod etag;

@@ -9,7 +9,7 @@
 //! [`FlagResult`]'s serde form for every kind of result.
 
 use vexil_eval::{CompiledFlag, CompiledSnapshot, Detail};
-use vexil_http::KeyKind;
+use vexil_keys::KeyKind;
 use vexil_model::Reason;
 
 use crate::views::ReasonView;

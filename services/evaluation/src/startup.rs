@@ -51,7 +51,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Every route of the evaluation service: the SDK routes ([`configure_routes`]) plus `/healthz`,
 /// `/readyz` and `/metrics`. Needs `web::Data<Cache>` and `web::Data<EvaluationState>` registered on the
-/// app. Wrap the app in [`normalize_path`] (for `//ofrep/...`) and `vexil_http::cors`, as
+/// app. Wrap the app in [`normalize_path`] (for `//ofrep/...`) and `vexil_dataplane_http::cors`, as
 /// [`Application`] does.
 pub fn configure(config: &mut web::ServiceConfig) {
     config
@@ -175,7 +175,7 @@ impl Application {
                 .app_data(state.clone())
                 .configure(configure)
                 .default_service(web::to(not_found))
-                .wrap(from_fn(vexil_http::cors))
+                .wrap(from_fn(vexil_dataplane_http::cors))
                 .wrap(from_fn(observe))
                 .wrap(from_fn(normalize_path))
         })

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use vexil_eval::{CompiledFlag, Detail};
-use vexil_http::KeyKind;
+use vexil_keys::KeyKind;
 use vexil_model::{Context, ErrorKind, Reason};
 
 /// `POST /v1/evaluate`'s body.

@@ -26,8 +26,8 @@ use tokio::net::TcpStream;
 use tokio::process::Command;
 use vexil_config::Settings;
 use vexil_dataplane::Cache;
+use vexil_keys::SecretKind;
 use vexil_proto::{EnvironmentSnapshot, SdkKey};
-use vexil_store::secrets::{self, SecretKind};
 use vexil_streaming::{Application, StreamingState};
 
 fn rss_kib(pid: u32) -> u64 {
@@ -61,7 +61,7 @@ async fn open(port: u16, request: &[u8]) -> anyhow::Result<TcpStream> {
 /// The server: a ready cache with one environment of 50 flags, served until stdin closes. Prints its
 /// port and the server key.
 async fn serve(actix: bool) -> anyhow::Result<()> {
-    let secret = secrets::generate(SecretKind::Server);
+    let secret = vexil_keys::generate(SecretKind::Server);
     let flags: Vec<_> = (0..50)
         .map(|i| {
             json!({"flag": {"key": format!("flag-{i}"), "kind": "boolean", "variations": [{"value": true}, {"value": false}]},

@@ -16,7 +16,7 @@
 //!   problem+json, then the connection is closed); a head must arrive within the head timeout
 //!   (default [`HEAD_TIMEOUT`]), else the connection is closed without an answer. Requests are not
 //!   expected to have bodies: one that announces a body is answered, and its connection then closed.
-//! * Routes: the three streams (`GET`, and CORS preflights as `vexil_http::cors` answers them), the
+//! * Routes: the three streams (`GET`, and CORS preflights as `vexil_dataplane_http::cors` answers them), the
 //!   probes (`GET`), and a problem+json `404` / `405` for anything else. A doubled leading slash is
 //!   accepted (PROTOCOLS.md item 7), as is an absolute-form target.
 //! * Keep-alive: probe and error answers keep an HTTP/1.1 connection open for the next request
@@ -289,9 +289,9 @@ fn respond(request: &httparse::Request<'_, '_>, shared: &Shared) -> Action {
     let (path, query) = split_target(request.path.unwrap_or_default());
 
     if let Some(route) = StreamRoute::of_path(path) {
-        // As `vexil_http::cors` wraps these routes on the actix path.
+        // As `vexil_dataplane_http::cors` wraps these routes on the actix path.
         let origin = header(headers, "origin").and_then(|origin| HeaderValue::from_bytes(origin).ok());
-        let cors = origin.clone().map(vexil_http::cors_response_headers);
+        let cors = origin.clone().map(vexil_dataplane_http::cors_response_headers);
         let cors = cors.as_ref().map_or(&[][..], |headers| &headers[..]);
         return match method {
             "GET" => {
@@ -309,7 +309,7 @@ fn respond(request: &httparse::Request<'_, '_>, shared: &Shared) -> Action {
             }
             "OPTIONS" if header(headers, "access-control-request-method").is_some() => {
                 let mut head = ResponseHead::new(StatusCode::NO_CONTENT);
-                for (name, value) in vexil_http::cors_preflight_headers(origin) {
+                for (name, value) in vexil_dataplane_http::cors_preflight_headers(origin) {
                     head.header(name.as_str(), value.as_bytes());
                 }
                 Action::Reply { response: head.finish(None, close), keep_alive: !close }

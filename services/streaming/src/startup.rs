@@ -15,7 +15,7 @@ use crate::http1;
 use crate::routes;
 use crate::state::StreamingState;
 
-/// Adds the three stream routes, each with CORS for browsers (`vexil_http::cors`, on the resource so
+/// Adds the three stream routes, each with CORS for browsers (`vexil_dataplane_http::cors`, on the resource so
 /// that it answers their preflights too):
 ///
 /// * `GET /v1/stream` — [`routes::server::stream_flags`]
@@ -36,17 +36,17 @@ pub fn configure(config: &mut web::ServiceConfig) {
     config
         .service(
             web::resource("/v1/stream")
-                .wrap(from_fn(vexil_http::cors))
+                .wrap(from_fn(vexil_dataplane_http::cors))
                 .route(web::get().to(routes::server::stream_flags)),
         )
         .service(
             web::resource("/v1/client/stream")
-                .wrap(from_fn(vexil_http::cors))
+                .wrap(from_fn(vexil_dataplane_http::cors))
                 .route(web::get().to(routes::client::stream_values)),
         )
         .service(
             web::resource("/ofrep/v1/stream")
-                .wrap(from_fn(vexil_http::cors))
+                .wrap(from_fn(vexil_dataplane_http::cors))
                 .route(web::get().to(routes::ofrep::stream_ofrep_changes)),
         );
 }

@@ -10,17 +10,20 @@
 //! here override them.
 
 use std::path::PathBuf;
-
-mod standalone;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use vexil::{Background, DatabaseSnapshots, standalone};
 use vexil_bus::Bus;
 use vexil_config::Settings;
 use vexil_control_api::Application;
 use vexil_control_api::bootstrap::{FirstStart, first_start};
 use vexil_dataplane::{BusSync, Cache, UpstreamSync};
 use vexil_store::Store;
+
+/// How long a background task may take to stop once the server has.
+const TASK_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Parser)]
 #[command(name = "vexil", version, about = "Vexil: an open feature-flag platform")]
@@ -105,32 +108,36 @@ async fn main() -> anyhow::Result<()> {
         Command::Evaluation { relay } => {
             vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
             tracing::info!(settings = %settings.describe(), "starting evaluation");
-            let (bus, cache, _sync) = if relay.upstream.is_some() {
+            let mut background = Background::new();
+            let (bus, cache) = if relay.upstream.is_some() {
                 // Relay mode: no Redis. Events posted to /v1/events stay in this process.
-                let (cache, sync) = start_upstream_sync(&relay)?;
-                (Bus::in_process(), cache, sync)
+                (Bus::in_process(), start_upstream_sync(&relay, &mut background)?)
             } else {
                 let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
-                let (cache, sync) = start_sync(&settings, bus.clone()).await;
-                (bus, cache, sync)
+                (bus.clone(), start_sync(&settings, bus, &mut background).await)
             };
             let state = vexil_evaluation::EvaluationState::new(std::sync::Arc::new(settings.clone()), bus);
             let application = vexil_evaluation::Application::build(settings, cache, state).await?;
             tracing::info!(port = application.port(), "listening");
-            application.run_until_stopped().await
+            let served = application.run_until_stopped().await;
+            background.stop(TASK_GRACE).await;
+            served
         }
         Command::Streaming { relay } => {
             vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
             tracing::info!(settings = %settings.describe(), "starting streaming");
-            let (cache, _sync) = if relay.upstream.is_some() {
-                start_upstream_sync(&relay)?
+            let mut background = Background::new();
+            let cache = if relay.upstream.is_some() {
+                start_upstream_sync(&relay, &mut background)?
             } else {
                 let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
-                start_sync(&settings, bus).await
+                start_sync(&settings, bus, &mut background).await
             };
             let application = vexil_streaming::Application::build(settings, cache).await?;
             tracing::info!(port = application.port(), "listening");
-            application.run_until_stopped().await
+            let served = application.run_until_stopped().await;
+            background.stop(TASK_GRACE).await;
+            served
         }
         Command::Migrate => {
             vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
@@ -144,36 +151,42 @@ async fn main() -> anyhow::Result<()> {
 
 /// Keeps a data-plane cache current from the bus, warm-starting from the database when one is
 /// configured (`VEXIL__DATABASE__URL`) and reachable; the replica answers 503 until its first sync.
-async fn start_sync(settings: &Settings, bus: Bus) -> (Cache, tokio::sync::watch::Sender<bool>) {
+async fn start_sync(settings: &Settings, bus: Bus, background: &mut Background) -> Cache {
     let cache = Cache::new();
     let mut sync = BusSync::new(cache.clone(), bus)
-        .refresh_every(std::time::Duration::from_secs(settings.dataplane.resync_seconds.max(1)));
+        .refresh_every(Duration::from_secs(settings.dataplane.resync_seconds.max(1)));
     match Store::connect_with(&settings.database.url, 4).await {
-        Ok(store) => sync = sync.with_store(store),
+        Ok(store) => sync = sync.with_database(DatabaseSnapshots::new(store)),
         Err(error) => {
             tracing::warn!(error = %error, "no database for warm starts; syncing from the bus only")
         }
     }
-    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(sync.run(shutdown_rx));
-    (cache, shutdown)
+    background.spawn("bus sync", sync.run(background.shutdown()));
+    cache
 }
 
 async fn serve(settings: Settings, store: Store, bus: Bus) -> anyhow::Result<()> {
-    let partitions = store.clone();
-    // Audit partitions are created months ahead; renew daily so the default partition stays empty.
-    tokio::spawn(async move {
-        let mut daily = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
-        loop {
-            daily.tick().await;
-            if let Err(error) = partitions.ensure_audit_partitions().await {
-                tracing::warn!(error = %error, "could not create audit partitions");
-            }
-        }
-    });
+    let mut background = Background::new();
+    background.spawn("audit partitions", renew_audit_partitions(store.clone(), background.shutdown()));
     let application = Application::build(settings, store, bus).await.context("starting the server")?;
     tracing::info!(port = application.port(), "listening");
-    application.run_until_stopped().await
+    let served = application.run_until_stopped().await;
+    background.stop(TASK_GRACE).await;
+    served
+}
+
+/// Audit partitions are created months ahead; renewed daily so that the default partition stays empty.
+async fn renew_audit_partitions(store: Store, shutdown: tokio_util::sync::CancellationToken) {
+    let mut daily = tokio::time::interval(Duration::from_secs(24 * 3600));
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = daily.tick() => {}
+        }
+        if let Err(error) = store.ensure_audit_partitions().await {
+            tracing::warn!(error = %error, "could not create audit partitions");
+        }
+    }
 }
 
 /// Printed once, on the first start: the only time these secrets are shown.
@@ -212,14 +225,13 @@ struct RelayArgs {
 
 /// Keeps a data-plane cache current from an upstream stream; the replica answers 503 until its first
 /// hydrate, unless the state file has a snapshot.
-fn start_upstream_sync(relay: &RelayArgs) -> anyhow::Result<(Cache, tokio::sync::watch::Sender<bool>)> {
+fn start_upstream_sync(relay: &RelayArgs, background: &mut Background) -> anyhow::Result<Cache> {
     let upstream = relay.upstream.as_deref().context("--upstream is required in relay mode")?;
     let key = relay.server_key.as_deref().context("--server-key is required with --upstream")?;
     tracing::info!(upstream, state_file = %relay.state_file.display(), "relay mode: following the upstream");
     let cache = Cache::new();
     let sync =
         UpstreamSync::new(cache.clone(), upstream, key, relay.state_file.clone()).context("--server-key")?;
-    let (shutdown, shutdown_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(sync.run(shutdown_rx));
-    Ok((cache, shutdown))
+    background.spawn("relay mode", sync.run(background.shutdown()));
+    Ok(cache)
 }

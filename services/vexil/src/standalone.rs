@@ -7,7 +7,6 @@ use std::sync::Arc;
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use tokio::sync::watch;
 use utoipa_actix_web::AppExt;
 use vexil_bus::Bus;
 use vexil_config::Settings;
@@ -17,26 +16,29 @@ use vexil_evaluation::EvaluationState;
 use vexil_store::Store;
 use vexil_streaming::StreamingState;
 
+use crate::{Background, DatabaseSnapshots};
+
+/// How long the background tasks may take to stop once the server has.
+const TASK_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Serves until SIGTERM or Ctrl-C; then ends the streams, drains requests, stops the background tasks.
 pub async fn run(settings: Settings, store: Store) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
     let bus = Bus::in_process();
-    let (shutdown, shutdown_rx) = watch::channel(false);
+    let mut background = Background::new();
 
     // Control plane: the relay moves the change log to the in-process bus...
     let metrics = Arc::new(Metrics::new());
-    tokio::spawn(vexil_control_api::relay::run(
-        store.clone(),
-        bus.clone(),
-        metrics.clone(),
-        shutdown_rx.clone(),
-    ));
+    background.spawn(
+        "change relay",
+        vexil_outbox::run(store.clone(), bus.clone(), metrics.relay.clone(), background.shutdown()),
+    );
     // ...and the data plane's cache follows the bus, warm-starting from the database.
     let cache = Cache::new();
     let sync = BusSync::new(cache.clone(), bus.clone())
-        .with_store(store.clone())
+        .with_database(DatabaseSnapshots::new(store.clone()))
         .refresh_every(std::time::Duration::from_secs(settings.dataplane.resync_seconds.max(1)));
-    tokio::spawn(sync.run(shutdown_rx));
+    background.spawn("bus sync", sync.run(background.shutdown()));
 
     let control = web::Data::new(AppState { store, settings: settings.clone(), metrics });
     let evaluation = web::Data::new(EvaluationState::new(settings.clone(), bus));
@@ -65,7 +67,7 @@ pub async fn run(settings: Settings, store: Store) -> anyhow::Result<()> {
             .split_for_parts();
         app.default_service(web::to(vexil_control_api::not_found))
             .wrap(from_fn(vexil_control_api::extract::authenticate))
-            .wrap(from_fn(vexil_http::cors))
+            .wrap(from_fn(vexil_dataplane_http::cors))
             .wrap(from_fn(vexil_evaluation::normalize_path))
             .wrap(from_fn(vexil_control_api::startup::observe))
     })
@@ -85,7 +87,7 @@ pub async fn run(settings: Settings, store: Store) -> anyhow::Result<()> {
         handle.stop(true).await;
     };
     let (served, ()) = tokio::join!(server, stop);
-    let _ = shutdown.send(true);
+    background.stop(TASK_GRACE).await;
     Ok(served?)
 }
 

@@ -4,9 +4,10 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tokio::sync::broadcast::error::TryRecvError;
-use vexil_dataplane::{ApplyOutcome, Cache, CacheOptions, Change, Error, KeyKind, LoadOutcome};
+use vexil_dataplane::{ApplyOutcome, Cache, CacheOptions, Change, Error, LoadOutcome};
+use vexil_keys::KeyKind;
+use vexil_keys::SecretKind;
 use vexil_proto::{ChangeEvent, ChangeKind, ItemKind};
-use vexil_store::secrets::SecretKind;
 
 use crate::helpers::*;
 

@@ -1,9 +1,6 @@
-//! vexil-dataplane: the cache on its own (`cache.rs`), and kept in sync by `BusSync` from a real
-//! control-plane store and relay, over the in-process bus (`sync.rs`) and a real Redis that goes down
-//! (`redis.rs`). Set `TEST_LOG=1` to see the sync's logs.
+//! vexil-dataplane: the cache on its own — revision discipline, snapshots, keys, the replay ring and
+//! the change feed. `BusSync` and relay mode, which need a control plane, a bus and a server, are tested
+//! with the real ones in `services/vexil/tests/dataplane`.
 
 mod cache;
 mod helpers;
-mod redis;
-mod sync;
-mod upstream;

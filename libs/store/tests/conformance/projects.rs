@@ -1,4 +1,5 @@
-use vexil_store::{KeyKind, Store, StoreError, secrets};
+use vexil_keys::KeyKind;
+use vexil_store::{Store, StoreError};
 
 use crate::conformance;
 use crate::helpers::*;
@@ -23,7 +24,7 @@ async fn a_new_project_gets_two_environments_with_keys(store: Store) {
     let listed = store.list_keys(&project(), &env("development")).await.unwrap();
     assert_eq!(listed.len(), 2);
     let server = listed.iter().find(|k| k.kind == KeyKind::Server).unwrap();
-    assert_eq!(secrets::id_of(secrets::SecretKind::Server, &keys[0].server), Some(server.id.as_str()));
+    assert_eq!(vexil_keys::id_of(vexil_keys::SecretKind::Server, &keys[0].server), Some(server.id.as_str()));
     assert!(!server.prefix.contains(&keys[0].server[20..]), "a listing must not reveal the secret");
 }
 
@@ -43,7 +44,8 @@ async fn rotating_keys_expires_the_old_ones_after_the_overlap(store: Store) {
     assert_eq!(keys.len(), 4);
     assert_eq!(keys.iter().filter(|k| k.expires_at.is_some()).count(), 2, "old keys expire");
     assert!(
-        keys.iter().any(|k| secrets::id_of(secrets::SecretKind::Server, &new.server) == Some(k.id.as_str()))
+        keys.iter()
+            .any(|k| vexil_keys::id_of(vexil_keys::SecretKind::Server, &new.server) == Some(k.id.as_str()))
     );
     // Two expiring keys and two new keys: four events.
     assert_eq!(store.get_environment(&project(), &env("production")).await.unwrap().revision, before + 4);

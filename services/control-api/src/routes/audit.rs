@@ -7,7 +7,7 @@ use time::format_description::well_known::Rfc3339;
 use utoipa::{IntoParams, ToSchema};
 use vexil_store::{AuditQuery, AuditRecord, AuditVerification};
 
-use crate::error::{ApiError, ErrorCode, Problem};
+use crate::error::{ApiError, ErrorCode, HandlerError, Problem};
 use crate::extract::{Auth, GlobalAdmin, Query, Viewer};
 use crate::state::AppState;
 
@@ -71,14 +71,15 @@ async fn list_audit(
     state: web::Data<AppState>,
     auth: Auth<Viewer>,
     Query(params): Query<AuditParams>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let limit = params.limit.unwrap_or(100);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::field(
             ErrorCode::InvalidParameter,
             "limit",
             "limit must be between 1 and 1000",
-        ));
+        )
+        .into());
     }
     let before_seq = params
         .cursor
@@ -112,7 +113,7 @@ async fn list_audit(
 async fn verify_audit(
     state: web::Data<AppState>,
     _auth: Auth<GlobalAdmin>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let verification: AuditVerification = state.store.verify_audit().await?;
     Ok(HttpResponse::Ok().json(verification))
 }

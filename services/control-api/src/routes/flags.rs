@@ -7,7 +7,7 @@ use utoipa::{IntoParams, ToSchema};
 use vexil_model::{EnvironmentKey, Flag, FlagConfigSpec, FlagKey, FlagSpec, ProjectKey};
 use vexil_store::FlagFilter;
 
-use crate::error::{ApiError, ErrorCode, Problem};
+use crate::error::{ApiError, ErrorCode, HandlerError, Problem};
 use crate::extract::{Auth, Body, Editor, Query, Viewer, etag, if_match, parse_json, path_key};
 use crate::state::AppState;
 use crate::views::{FlagConfigView, FlagView};
@@ -40,7 +40,7 @@ async fn create_flag(
     auth: Auth<Editor>,
     path: web::Path<String>,
     Body(spec): Body<FlagSpec>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let project = path_key("project", path.into_inner(), ProjectKey::parse)?;
     let flag = Flag::parse(spec)?;
     let record = state.store.create_flag(&auth.actor, &project, flag).await?;
@@ -71,7 +71,7 @@ async fn list_flags(
     _auth: Auth<Viewer>,
     path: web::Path<String>,
     Query(query): Query<FlagQuery>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let project = path_key("project", path.into_inner(), ProjectKey::parse)?;
     let archived = match query.archived.as_deref() {
         None | Some("false") => Some(false),
@@ -82,7 +82,8 @@ async fn list_flags(
                 ErrorCode::InvalidParameter,
                 "archived",
                 "archived must be true, false or all",
-            ));
+            )
+            .into());
         }
     };
     let filter = FlagFilter { prefix: query.prefix, tag: query.tag, query: query.q, archived };
@@ -98,7 +99,7 @@ async fn get_flag(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, flag) = path.into_inner();
     let (project, flag) = keys(project, flag)?;
     let record = state.store.get_flag(&project, &flag).await?;
@@ -118,7 +119,7 @@ async fn update_flag(
     auth: Auth<Editor>,
     path: web::Path<(String, String)>,
     Body(patch): Body<Value>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, flag) = path.into_inner();
     let (project, key) = keys(project, flag)?;
     let expected = if_match(&req)?;
@@ -126,7 +127,8 @@ async fn update_flag(
         return Err(ApiError::new(
             ErrorCode::InvalidBody,
             "a merge patch is a JSON object of the fields to change",
-        ));
+        )
+        .into());
     }
     let current = state.store.get_flag(&project, &key).await?;
     let mut document = serde_json::to_value(current.flag.spec()).map_err(anyhow::Error::from)?;
@@ -168,7 +170,7 @@ async fn delete_flag(
     state: web::Data<AppState>,
     auth: Auth<Editor>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, flag) = path.into_inner();
     let (project, flag) = keys(project, flag)?;
     state.store.delete_flag(&auth.actor, &project, &flag).await?;
@@ -183,7 +185,7 @@ async fn get_flag_config(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
     path: web::Path<(String, String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, flag, environment) = path.into_inner();
     let (project, flag) = keys(project, flag)?;
     let environment = path_key("environment", environment, EnvironmentKey::parse)?;
@@ -203,7 +205,7 @@ async fn put_flag_config(
     auth: Auth<Editor>,
     path: web::Path<(String, String, String)>,
     Body(spec): Body<FlagConfigSpec>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, flag, environment) = path.into_inner();
     let (project, flag) = keys(project, flag)?;
     let environment = path_key("environment", environment, EnvironmentKey::parse)?;
@@ -230,7 +232,7 @@ async fn toggle_flag(
     auth: Auth<Editor>,
     path: web::Path<(String, String, String)>,
     Body(toggle): Body<Toggle>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, flag, environment) = path.into_inner();
     let (project, flag) = keys(project, flag)?;
     let environment = path_key("environment", environment, EnvironmentKey::parse)?;

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use utoipa::ToSchema;
 use vexil_model::{EnvironmentKey, ProjectKey};
 
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, HandlerError, Problem};
 use crate::extract::{Admin, Auth, Body, GlobalAdmin, OptionalBody, Viewer, path_key};
 use crate::state::AppState;
 use crate::views::{EnvironmentView, KeyView, NewKeysView, ProjectView};
@@ -67,7 +67,7 @@ async fn create_project(
     state: web::Data<AppState>,
     auth: Auth<GlobalAdmin>,
     Body(body): Body<CreateProject>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     tracing::Span::current().record("project", body.key.as_str());
     let (project, keys) =
         state.store.create_project(&auth.actor, &body.key, &body.name, &body.description).await?;
@@ -81,7 +81,7 @@ async fn create_project(
 #[utoipa::path(tag = "projects", responses((status = 200, body = Vec<ProjectView>)))]
 #[get("/projects")]
 #[tracing::instrument(skip_all)]
-async fn list_projects(state: web::Data<AppState>, auth: Auth<Viewer>) -> Result<HttpResponse, ApiError> {
+async fn list_projects(state: web::Data<AppState>, auth: Auth<Viewer>) -> Result<HttpResponse, HandlerError> {
     let projects = state.store.list_projects().await?;
     let visible: Vec<ProjectView> =
         projects.into_iter().filter(|p| auth.token.covers(&p.key)).map(ProjectView::from).collect();
@@ -96,7 +96,7 @@ async fn get_project(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let project = project_key(path.into_inner())?;
     Ok(HttpResponse::Ok().json(ProjectView::from(state.store.get_project(&project).await?)))
 }
@@ -120,7 +120,7 @@ async fn update_project(
     auth: Auth<Admin>,
     path: web::Path<String>,
     Body(body): Body<UpdateProject>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let project = project_key(path.into_inner())?;
     let record = state
         .store
@@ -137,7 +137,7 @@ async fn delete_project(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let project = project_key(path.into_inner())?;
     state.store.delete_project(&auth.actor, &project).await?;
     Ok(HttpResponse::NoContent().finish())
@@ -173,7 +173,7 @@ async fn create_environment(
     auth: Auth<Admin>,
     path: web::Path<String>,
     Body(body): Body<CreateEnvironment>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let project = project_key(path.into_inner())?;
     let (environment, keys) =
         state.store.create_environment(&auth.actor, &project, &body.key, &body.name).await?;
@@ -189,7 +189,7 @@ async fn list_environments(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let project = project_key(path.into_inner())?;
     let environments = state.store.list_environments(&project).await?;
     Ok(HttpResponse::Ok().json(environments.into_iter().map(EnvironmentView::from).collect::<Vec<_>>()))
@@ -203,7 +203,7 @@ async fn get_environment(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, environment) = path.into_inner();
     let record = state.store.get_environment(&project_key(project)?, &environment_key(environment)?).await?;
     Ok(HttpResponse::Ok().json(EnvironmentView::from(record)))
@@ -226,7 +226,7 @@ async fn update_environment(
     auth: Auth<Admin>,
     path: web::Path<(String, String)>,
     Body(body): Body<UpdateEnvironment>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, environment) = path.into_inner();
     let record = state
         .store
@@ -243,7 +243,7 @@ async fn delete_environment(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, environment) = path.into_inner();
     state
         .store
@@ -260,7 +260,7 @@ async fn list_keys(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, environment) = path.into_inner();
     let keys = state.store.list_keys(&project_key(project)?, &environment_key(environment)?).await?;
     Ok(HttpResponse::Ok().json(keys.into_iter().map(KeyView::from).collect::<Vec<_>>()))
@@ -283,7 +283,7 @@ async fn rotate_keys(
     auth: Auth<Admin>,
     path: web::Path<(String, String)>,
     OptionalBody(options): OptionalBody<RotateKeys>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, environment) = path.into_inner();
     // The body is optional: an empty POST rotates with the default overlap.
     let options = options.unwrap_or_default();

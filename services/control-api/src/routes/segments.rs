@@ -3,7 +3,7 @@
 use actix_web::{HttpRequest, HttpResponse, delete, get, post, put, web};
 use vexil_model::{EnvironmentKey, ProjectKey, Segment, SegmentKey, SegmentSpec};
 
-use crate::error::{ApiError, Problem};
+use crate::error::{ApiError, HandlerError, Problem};
 use crate::extract::{Auth, Body, Editor, Viewer, etag, if_match, path_key};
 use crate::state::AppState;
 use crate::views::SegmentView;
@@ -35,7 +35,7 @@ async fn create_segment(
     auth: Auth<Editor>,
     path: web::Path<(String, String)>,
     Body(spec): Body<SegmentSpec>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, environment) = path.into_inner();
     let (project, environment) = keys(project, environment)?;
     let record =
@@ -51,7 +51,7 @@ async fn list_segments(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
     path: web::Path<(String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, environment) = path.into_inner();
     let (project, environment) = keys(project, environment)?;
     let segments = state.store.list_segments(&project, &environment).await?;
@@ -66,7 +66,7 @@ async fn get_segment(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
     path: web::Path<(String, String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, environment, segment) = path.into_inner();
     let (project, environment) = keys(project, environment)?;
     let segment = path_key("segment", segment, SegmentKey::parse)?;
@@ -85,7 +85,7 @@ async fn update_segment(
     auth: Auth<Editor>,
     path: web::Path<(String, String, String)>,
     Body(spec): Body<SegmentSpec>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, environment, segment) = path.into_inner();
     let (project, environment) = keys(project, environment)?;
     let segment = path_key("segment", segment, SegmentKey::parse)?;
@@ -105,7 +105,7 @@ async fn delete_segment(
     state: web::Data<AppState>,
     auth: Auth<Editor>,
     path: web::Path<(String, String, String)>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     let (project, environment, segment) = path.into_inner();
     let (project, environment) = keys(project, environment)?;
     let segment = path_key("segment", segment, SegmentKey::parse)?;

@@ -6,7 +6,7 @@ use utoipa::ToSchema;
 use vexil_model::ProjectKey;
 use vexil_store::{NewToken, Role};
 
-use crate::error::{ApiError, Problem};
+use crate::error::{HandlerError, Problem};
 use crate::extract::{Auth, Body, GlobalAdmin};
 use crate::state::AppState;
 use crate::views::TokenView;
@@ -45,7 +45,7 @@ async fn create_token(
     state: web::Data<AppState>,
     auth: Auth<GlobalAdmin>,
     Body(body): Body<CreateToken>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     if body.name.trim().is_empty() {
         return Err(vexil_model::ValidationErrors::single("name", "a token needs a name").into());
     }
@@ -60,7 +60,10 @@ async fn create_token(
 #[utoipa::path(tag = "tokens", responses((status = 200, body = Vec<TokenView>)))]
 #[get("/tokens")]
 #[tracing::instrument(skip_all)]
-async fn list_tokens(state: web::Data<AppState>, _auth: Auth<GlobalAdmin>) -> Result<HttpResponse, ApiError> {
+async fn list_tokens(
+    state: web::Data<AppState>,
+    _auth: Auth<GlobalAdmin>,
+) -> Result<HttpResponse, HandlerError> {
     let tokens = state.store.list_tokens().await?;
     Ok(HttpResponse::Ok().json(tokens.into_iter().map(TokenView::from).collect::<Vec<_>>()))
 }
@@ -73,7 +76,7 @@ async fn get_token(
     state: web::Data<AppState>,
     _auth: Auth<GlobalAdmin>,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     Ok(HttpResponse::Ok().json(TokenView::from(state.store.get_token(&path.into_inner()).await?)))
 }
 
@@ -85,7 +88,7 @@ async fn delete_token(
     state: web::Data<AppState>,
     auth: Auth<GlobalAdmin>,
     path: web::Path<String>,
-) -> Result<HttpResponse, ApiError> {
+) -> Result<HttpResponse, HandlerError> {
     state.store.delete_token(&auth.actor, &path.into_inner()).await?;
     Ok(HttpResponse::NoContent().finish())
 }

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use vexil_eval::evaluate_flag;
-use vexil_http::KeyKind;
 use vexil_http::error::{ApiError, Problem};
+use vexil_keys::KeyKind;
 
 use crate::body::{check_json_content_type, parse_json, read_limited};
 use crate::extract::EvaluationKey;

@@ -2,7 +2,7 @@
 
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde_json::json;
-use vexil_http::SdkKey;
+use vexil_dataplane_http::KnownKey;
 use vexil_http::error::{ApiError, ErrorCode, Problem};
 
 use crate::body::{check_json_content_type, parse_json, read_limited};
@@ -21,13 +21,14 @@ use crate::state::EvaluationState;
         (status = 202, description = "Stored: `{\"accepted\": n}`", body = Object),
         (status = 400, body = Problem), (status = 401, body = Problem), (status = 413, body = Problem),
         (status = 415, body = Problem), (status = 422, body = Problem), (status = 503, body = Problem)))]
-#[tracing::instrument(skip_all, fields(environment = key.environment.id()))]
+#[tracing::instrument(skip_all, fields(environment = key.0.environment.id()))]
 pub async fn post_events(
     req: HttpRequest,
-    key: SdkKey,
+    key: KnownKey,
     state: web::Data<EvaluationState>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
+    let KnownKey(key) = key;
     check_json_content_type(&req)?;
     let body = read_limited(&req, payload, state.settings.dataplane.max_body_bytes).await?;
     let batch: EventBatch = parse_json(&body)?;

@@ -4,8 +4,8 @@
 use actix_web::http::{StatusCode, header};
 use actix_web::{HttpRequest, HttpResponse, web};
 use vexil_eval::{evaluate_all, evaluate_flag};
-use vexil_http::KeyKind;
 use vexil_http::error::ApiError;
+use vexil_keys::KeyKind;
 
 use crate::body::{BodyError, parse_json, read_limited};
 use crate::etag::{bulk_etag, if_none_match};
@@ -79,7 +79,7 @@ pub async fn evaluate_flags_ofrep(
             .map(|(flag, detail)| OfrepResult::new(flag, detail))
             .collect();
     state.metrics.evaluations.add(flags.len() as u64);
-    let event_streams = match (stream_url.is_empty(), vexil_http::presented_key(&req)) {
+    let event_streams = match (stream_url.is_empty(), vexil_dataplane_http::presented_key(&req)) {
         (false, Some(presented)) => vec![EventStream {
             kind: "sse",
             url: with_key(stream_url, &presented),

@@ -14,8 +14,8 @@ pub mod server;
 use actix_web::{HttpRequest, web};
 use serde::de::DeserializeOwned;
 use vexil_dataplane::Cache;
-use vexil_http::KeyKind;
 use vexil_http::error::{ApiError, ErrorCode};
+use vexil_keys::KeyKind;
 
 use crate::state::StreamingState;
 use crate::stream::Body;
@@ -90,7 +90,7 @@ impl StreamRoute {
 }
 
 /// Who may open a stream: an SDK key the replica knows (from `Authorization: Bearer`, `X-API-Key` or
-/// `?key=`, see [`vexil_http::presented_key`]) — or nobody yet.
+/// `?key=`, see [`vexil_dataplane_http::presented_key`]) — or nobody yet.
 ///
 /// A replica that has no data yet, or is shutting down, lets the client in only to tell it to come
 /// back ([`Admission::RetryLater`]): a browser's EventSource gives up for good on a 503, while a 200
@@ -122,8 +122,8 @@ pub(crate) fn admit(
     if streaming.is_shutting_down() || !cache.ready() {
         return Ok(Admission::RetryLater);
     }
-    let presented =
-        vexil_http::presented_key_in(req.authorization, req.api_key, req.query).ok_or_else(|| {
+    let presented = vexil_dataplane_http::presented_key_in(req.authorization, req.api_key, req.query)
+        .ok_or_else(|| {
             ApiError::new(ErrorCode::Unauthorized, "send an SDK key: Authorization: Bearer <key>, or ?key=")
         })?;
     let found = cache

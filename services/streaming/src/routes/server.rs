@@ -4,8 +4,8 @@
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use vexil_dataplane::{Cache, EnvironmentState};
-use vexil_http::KeyKind;
 use vexil_http::error::{ApiError, ErrorCode};
+use vexil_keys::KeyKind;
 use vexil_proto::{ChangeEvent, ItemKind};
 
 use crate::routes::{Admission, LastEventId, StreamRequest, admit, query};

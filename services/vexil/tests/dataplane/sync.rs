@@ -4,7 +4,8 @@
 use std::time::Duration;
 
 use vexil_bus::Bus;
-use vexil_dataplane::{KeyKind, LoadOutcome};
+use vexil_dataplane::LoadOutcome;
+use vexil_keys::KeyKind;
 use vexil_testkit::eventually;
 
 use crate::helpers::*;

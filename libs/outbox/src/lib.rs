@@ -1,17 +1,21 @@
-//! The change relay: moves unsent change-log rows to the bus, in revision order per environment, and
-//! marks them sent. One relay is active across control-plane replicas (a PostgreSQL advisory lock);
-//! the others wait to take over. It wakes on LISTEN/NOTIFY and polls as a fallback. When the bus is
-//! down, rows stay unsent and are retried with backoff: a bus outage delays delivery, never loses it.
-//! Delivered rows are deleted after a week (hourly, by the active relay).
+//! The change relay: moves unsent change-log rows (the store's transactional outbox) to the bus, in
+//! revision order per environment, and marks them sent. One relay is active across control-plane
+//! replicas (a PostgreSQL advisory lock); the others wait to take over. It wakes on LISTEN/NOTIFY and
+//! polls as a fallback. When the bus is down, rows stay unsent and are retried with backoff: a bus
+//! outage delays delivery, never loses it. Delivered rows are deleted after a week (hourly, by the
+//! active relay).
+//!
+//! It runs beside the management API ([`run`], in `vexil control-api` and in standalone mode); tests
+//! that want one pass and no timing call [`relay_once`].
+#![deny(missing_docs)]
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use vexil_bus::Bus;
 use vexil_store::Store;
-
-use crate::state::Metrics;
+use vexil_telemetry::{Counter, Gauge, Registry};
 
 /// How often to look for work when no notification arrives.
 const POLL: Duration = Duration::from_secs(1);
@@ -28,26 +32,51 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// as replicas ignore a revision they have already applied.
 const LEASE_CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// Runs until `shutdown` turns true.
-pub async fn run(store: Store, bus: Bus, metrics: Arc<Metrics>, mut shutdown: watch::Receiver<bool>) {
+/// The relay's metrics.
+#[derive(Debug, Clone)]
+pub struct Metrics {
+    /// Change events published to the bus.
+    pub published: Arc<Counter>,
+    /// Failed publish attempts (bus down).
+    pub failures: Arc<Counter>,
+    /// Change events waiting in the database for the bus (-1 when the count could not be read).
+    pub unsent: Arc<Gauge>,
+}
+
+impl Metrics {
+    /// Registers the relay's metrics in `registry`.
+    pub fn register(registry: &Registry) -> Metrics {
+        Metrics {
+            published: registry
+                .counter("vexil_relay_published_events_total", "Change events published to the bus."),
+            failures: registry
+                .counter("vexil_relay_publish_failures_total", "Failed attempts to publish to the bus."),
+            unsent: registry
+                .gauge("vexil_relay_unsent_events", "Change events waiting in the database for the bus."),
+        }
+    }
+}
+
+/// Relays until `shutdown` is cancelled.
+pub async fn run(store: Store, bus: Bus, metrics: Metrics, shutdown: CancellationToken) {
     let mut backoff = Duration::from_millis(100);
-    while !*shutdown.borrow() {
+    while !shutdown.is_cancelled() {
         let lease = match store.try_relay_lease().await {
             Ok(Some(lease)) => lease,
             Ok(None) => {
                 // Another replica relays; check again later in case it goes away.
-                wait(&mut shutdown, Duration::from_secs(2)).await;
+                wait(&shutdown, Duration::from_secs(2)).await;
                 continue;
             }
             Err(error) => {
                 tracing::warn!(error = %error, "relay cannot reach the database");
-                wait(&mut shutdown, backoff).await;
+                wait(&shutdown, backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
         tracing::info!("this replica is the active change relay");
-        relay_while_held(&store, &bus, &metrics, lease, &mut shutdown).await;
+        relay_while_held(&store, &bus, &metrics, lease, &shutdown).await;
     }
 }
 
@@ -56,13 +85,13 @@ async fn relay_while_held(
     bus: &Bus,
     metrics: &Metrics,
     mut lease: vexil_store::RelayLease,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &CancellationToken,
 ) {
     let mut waker = store.change_waker().await;
     let mut backoff = Duration::from_millis(100);
     let mut next_prune = tokio::time::Instant::now();
     let mut next_lease_check = tokio::time::Instant::now();
-    while !*shutdown.borrow() {
+    while !shutdown.is_cancelled() {
         if tokio::time::Instant::now() >= next_lease_check {
             if !lease.is_held().await {
                 tracing::warn!("relay lease lost; stepping down");
@@ -82,7 +111,7 @@ async fn relay_while_held(
                 backoff = Duration::from_millis(100);
                 tokio::select! {
                     () = waker.wait(POLL) => {}
-                    _ = shutdown.changed() => {}
+                    () = shutdown.cancelled() => {}
                 }
             }
             Ok(_) => backoff = Duration::from_millis(100),
@@ -103,27 +132,28 @@ pub async fn relay_once(store: &Store, bus: &Bus, metrics: &Metrics) -> anyhow::
     for batch in &pending {
         let Some(last) = batch.events.last() else { continue };
         if let Err(error) = bus.publish(&batch.events, &batch.snapshot).await {
-            metrics.relay_failures.inc();
-            metrics.relay_unsent.set(store.unsent_count().await.map_or(-1, |n| n as i64));
+            metrics.failures.inc();
+            metrics.unsent.set(store.unsent_count().await.map_or(-1, |n| n as i64));
             return Err(anyhow::Error::from(error).context("publishing change events"));
         }
         store.mark_sent(batch.environment_id, last.revision).await?;
         delivered += batch.events.len();
-        metrics.relay_published.add(batch.events.len() as u64);
+        metrics.published.add(batch.events.len() as u64);
     }
     if pending.len() as i64 == BATCH {
         // More environments may be waiting than one pass takes.
-        metrics.relay_unsent.set(store.unsent_count().await.map_or(-1, |n| n as i64));
+        metrics.unsent.set(store.unsent_count().await.map_or(-1, |n| n as i64));
     } else if !pending.is_empty() {
         // Everything that was waiting has been delivered (what committed since is the next pass's).
-        metrics.relay_unsent.set(0);
+        metrics.unsent.set(0);
     }
     Ok(delivered)
 }
 
-async fn wait(shutdown: &mut watch::Receiver<bool>, delay: Duration) {
+/// Sleeps for `delay`, or less when the relay is told to stop.
+async fn wait(shutdown: &CancellationToken, delay: Duration) {
     tokio::select! {
         () = tokio::time::sleep(delay) => {}
-        _ = shutdown.changed() => {}
+        () = shutdown.cancelled() => {}
     }
 }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use vexil_config::Settings;
 use vexil_dataplane::{ApplyOutcome, Cache, RELAY_ENVIRONMENT_ID, UpstreamSync};
 use vexil_store::Store;
@@ -89,7 +90,7 @@ impl Upstream {
 /// A running relay; stops it when dropped.
 struct Relay {
     cache: Cache,
-    shutdown: watch::Sender<bool>,
+    shutdown: CancellationToken,
     task: Option<JoinHandle<()>>,
 }
 
@@ -101,8 +102,8 @@ impl Relay {
             .unwrap()
             .backoff(Duration::from_millis(20), Duration::from_millis(300))
             .dead_after(Duration::from_secs(3));
-        let (shutdown, stop) = watch::channel(false);
-        let task = tokio::spawn(sync.run(stop));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(sync.run(shutdown.clone()));
         Relay { cache, shutdown, task: Some(task) }
     }
 
@@ -118,7 +119,7 @@ impl Relay {
     }
 
     async fn stop(mut self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.cancel();
         let task = self.task.take().unwrap();
         tokio::time::timeout(DEADLINE, task).await.expect("the relay stops on shutdown").expect("no panic");
     }
@@ -126,7 +127,7 @@ impl Relay {
 
 impl Drop for Relay {
     fn drop(&mut self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.cancel();
     }
 }
 
@@ -254,20 +255,20 @@ async fn a_silent_upstream_is_dropped_and_reconnected() {
     });
     init_logging();
     let cache = Cache::new();
-    let key = vexil_store::secrets::generate(vexil_store::secrets::SecretKind::Server).secret;
+    let key = vexil_keys::generate(vexil_keys::SecretKind::Server).secret;
     let path = state_file("silent");
     let sync = UpstreamSync::new(cache.clone(), &url, &key, &path)
         .unwrap()
         .backoff(Duration::from_millis(10), Duration::from_millis(50))
         .dead_after(Duration::from_millis(300));
-    let (shutdown, stop) = watch::channel(false);
-    let task = tokio::spawn(sync.run(stop));
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(sync.run(shutdown.clone()));
 
     let reconnected = tokio::time::timeout(DEADLINE, counted.wait_for(|n| *n >= 2)).await;
     assert!(reconnected.is_ok(), "the relay reconnected after the silence");
     assert_eq!(revision(&cache, RELAY_ENVIRONMENT_ID), Some(3));
     assert!(cache.ready());
-    shutdown.send(true).unwrap();
+    shutdown.cancel();
     task.await.unwrap();
     let _ = std::fs::remove_dir_all(path.parent().unwrap());
 }
