@@ -11,6 +11,7 @@ use vexil_eval::CompiledSnapshot;
 use vexil_keys::KeyKind;
 use vexil_model::Snapshot;
 use vexil_proto::{ChangeEvent, ChangeKind, EnvironmentSnapshot, ItemKind, SdkKey};
+use vexil_protocol::server::SnapshotView;
 
 use crate::error::{Error, Result};
 use crate::ring::Ring;
@@ -79,6 +80,22 @@ impl EnvironmentState {
         &self.snapshot
     }
 
+    /// The snapshot as a `hydrate` carries it and `GET /v1/flags` answers it: with a `prefix`, only
+    /// the flags whose key starts with it and the prerequisites those reach (without which they could
+    /// not be evaluated); segments are all kept (the flags may use any).
+    pub fn view(&self, prefix: Option<&str>) -> SnapshotView<'_> {
+        let flags = match prefix {
+            None => self.snapshot.flags.iter().collect(),
+            Some(prefix) => self
+                .compiled
+                .selected_with_prerequisites(|flag| flag.key().as_str().starts_with(prefix))
+                .into_iter()
+                .map(|flag| flag.source())
+                .collect(),
+        };
+        SnapshotView { revision: self.revision, flags, segments: &self.snapshot.segments }
+    }
+
     /// The same, compiled for [`vexil_eval::evaluate`].
     pub fn compiled(&self) -> &CompiledSnapshot {
         &self.compiled
@@ -121,7 +138,24 @@ impl std::fmt::Debug for EnvironmentState {
     }
 }
 
-/// What [`Cache::load`] did with a snapshot.
+/// An environment's whole content, parsed, with its names and keys: what [`Cache::install`] takes.
+#[derive(Debug, Clone)]
+pub struct EnvironmentContent {
+    /// The environment's id.
+    pub id: i64,
+    /// Its project's key.
+    pub project: String,
+    /// Its key within the project.
+    pub environment: String,
+    /// Its flags and segments, at the revision installed.
+    pub snapshot: Snapshot,
+    /// Its SDK keys (hashes only).
+    pub keys: Vec<SdkKey>,
+    /// When the change behind this revision was committed, Unix milliseconds (0 when unknown).
+    pub committed_at_ms: i64,
+}
+
+/// What [`Cache::load`] and [`Cache::install`] did with a snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoadOutcome {
     /// The snapshot replaced the environment's state (or added the environment).
@@ -385,23 +419,18 @@ impl Cache {
         Some(Authenticated { environment, kind, key_id })
     }
 
-    /// Installs a full snapshot (warm start, re-sync) if its revision is newer than the cache's, or the
-    /// environment is unknown; otherwise ignores it. The environment's replay ring starts over and the
-    /// feed gets a [`Change::Resynced`].
-    ///
-    /// A snapshot that cannot be read or does not compile is an error, and the cache is unchanged.
+    /// Installs a full snapshot from the bus or the database (warm start, re-sync): its JSON parsed,
+    /// then [`install`](Self::install)ed. A snapshot that cannot be read, whose content and envelope
+    /// disagree about the revision, or that does not compile is an error, and the cache is unchanged.
     pub fn load(&self, snapshot: &EnvironmentSnapshot) -> Result<LoadOutcome> {
         let id = snapshot.environment_id;
         let offered = snapshot.revision;
-        let mut writer = self.writer();
-        let previous = match self.position_locked(&writer, id) {
-            Position::Live(have) | Position::Deleted(have) if offered <= have => {
-                return Ok(LoadOutcome::Ignored { have, offered });
-            }
-            Position::Live(have) => Some(have),
-            Position::Deleted(_) | Position::Unknown => None,
-        };
-
+        // Not parsed at all when it would be ignored (`install` checks again, under the writer lock).
+        if let Position::Live(have) | Position::Deleted(have) = self.position(id)
+            && offered <= have
+        {
+            return Ok(LoadOutcome::Ignored { have, offered });
+        }
         let source: Snapshot = serde_json::from_slice(&snapshot.snapshot_json)
             .map_err(|source| Error::MalformedSnapshot { environment_id: id, revision: offered, source })?;
         if source.revision != offered {
@@ -411,22 +440,47 @@ impl Cache {
                 content: source.revision,
             });
         }
+        self.install(EnvironmentContent {
+            id,
+            project: snapshot.project.clone(),
+            environment: snapshot.environment.clone(),
+            snapshot: source,
+            keys: snapshot.keys.clone(),
+            committed_at_ms: snapshot.committed_at_ms,
+        })
+    }
+
+    /// Installs an environment's whole content if its revision is newer than the cache's, or the
+    /// environment is unknown; otherwise ignores it. The environment's replay ring starts over and the
+    /// feed gets a [`Change::Resynced`]. Content that does not compile is an error, and the cache is
+    /// unchanged.
+    pub fn install(&self, content: EnvironmentContent) -> Result<LoadOutcome> {
+        let EnvironmentContent { id, project, environment, snapshot: source, mut keys, committed_at_ms } =
+            content;
+        let offered = source.revision;
+        let mut writer = self.writer();
+        let previous = match self.position_locked(&writer, id) {
+            Position::Live(have) | Position::Deleted(have) if offered <= have => {
+                return Ok(LoadOutcome::Ignored { have, offered });
+            }
+            Position::Live(have) => Some(have),
+            Position::Deleted(_) | Position::Unknown => None,
+        };
         let compiled = vexil_eval::compile(source.clone()).map_err(|source| Error::Compile {
             environment_id: id,
             revision: offered,
             source,
         })?;
-        let mut keys = snapshot.keys.clone();
         keys.sort_by(|a, b| a.id.cmp(&b.id));
         let state = Arc::new(EnvironmentState {
             id,
-            project: snapshot.project.clone(),
-            environment: snapshot.environment.clone(),
+            project,
+            environment,
             revision: offered,
             snapshot: source,
             compiled,
             keys,
-            committed_at_ms: snapshot.committed_at_ms,
+            committed_at_ms,
             updated_at: SystemTime::now(),
         });
 

@@ -100,15 +100,3 @@ pub enum PayloadError {
 
 /// The data plane's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// An error and its causes, `: `-separated, for one log field.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}

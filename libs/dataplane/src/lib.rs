@@ -14,8 +14,11 @@
 //! * [`Cache::events_since`] replays an environment's recent events from a ring buffer (for
 //!   `Last-Event-ID`), and [`Cache::subscribe`] is the feed of [`Change`]s that streams follow.
 //! * [`BusSync`] fills the cache from the bus and keeps it current, falling back to the database.
-//! * [`UpstreamSync`] (relay mode) instead keeps one environment current from an upstream Vexil's
-//!   `/v1/stream`, persisting it to a state file so that a restart survives an upstream outage.
+//! * [`UpstreamSync`] (relay mode) instead keeps one environment current from an upstream Vexil, as a
+//!   server SDK does (it runs the SDK's sync with this cache as the target), persisting it to a state
+//!   file so that a restart survives an upstream outage.
+//! * [`SnapshotSource`] is how a replica reaches the control plane's database without linking a
+//!   database driver: the binary that runs it supplies one.
 //!
 //! # Serving a stream without missing a change
 //!
@@ -86,14 +89,9 @@ mod upstream;
 
 pub use cache::{
     ApplyOutcome, Authenticated, Cache, CacheOptions, Change, DEFAULT_FEED_CAPACITY, DEFAULT_RING_CAPACITY,
-    EnvironmentState, LoadOutcome,
+    EnvironmentContent, EnvironmentState, LoadOutcome,
 };
 pub use error::{Error, PayloadError, Result};
 pub use fallback::{BoxFuture, SnapshotSource, SourceError};
 pub use sync::{BusSync, DEFAULT_REFRESH_INTERVAL};
-pub use upstream::{
-    DEFAULT_DEAD_AFTER, DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, RELAY_ENVIRONMENT_ID, UpstreamError,
-    UpstreamSync,
-};
-/// The SSE parser relay mode reads its upstream with (re-exported from `vexil-sse`).
-pub use vexil_sse::{SseEvent, SseParser};
+pub use upstream::{RELAY_ENVIRONMENT_ID, UpstreamError, UpstreamSync};

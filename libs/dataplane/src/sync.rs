@@ -9,8 +9,8 @@ use vexil_bus::{Bus, Delivery, Subscription};
 use vexil_proto::{ChangeEvent, EnvironmentSnapshot};
 
 use crate::cache::{ApplyOutcome, Cache, LoadOutcome, Position};
-use crate::error::chain;
 use crate::fallback::SnapshotSource;
+use vexil_telemetry::ErrorChain;
 
 /// How often [`BusSync`] compares the cache with the bus's environment registry, unless told otherwise.
 pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(10);
@@ -180,7 +180,9 @@ impl Runner {
                     self.subscribed = ids.into_iter().collect();
                     self.subscribe_failed = false;
                 }
-                Err(error) => tracing::warn!(error = %chain(&error), "cannot subscribe to change events"),
+                Err(error) => {
+                    tracing::warn!(error = %ErrorChain(&error), "cannot subscribe to change events")
+                }
             }
         }
 
@@ -191,7 +193,7 @@ impl Runner {
                 true
             }
             Err(error) => {
-                tracing::warn!(error = %chain(&error), "cannot read the environment registry from the bus");
+                tracing::warn!(error = %ErrorChain(&error), "cannot read the environment registry from the bus");
                 false
             }
         };
@@ -207,7 +209,7 @@ impl Runner {
                     listed_by_store = true;
                 }
                 Err(error) => {
-                    tracing::warn!(error = %chain(&*error), "cannot list environments in the database")
+                    tracing::warn!(error = %ErrorChain(&*error), "cannot list environments in the database")
                 }
             }
         }
@@ -253,7 +255,7 @@ impl Runner {
                 self.subscribe_failed = false;
             }
             Err(error) => {
-                tracing::warn!(error = %chain(&error), "cannot subscribe to new environments' change events");
+                tracing::warn!(error = %ErrorChain(&error), "cannot subscribe to new environments' change events");
                 self.subscribe_failed = true;
             }
         }
@@ -300,7 +302,7 @@ impl Runner {
                     .is_some_and(|previous| self.cache.position(id) == Position::Live(previous))
                 {
                     if let Err(error) = self.cache.apply(&event) {
-                        tracing::warn!(environment_id = id, revision = got, error = %chain(&error), "cannot apply a change event; will re-sync");
+                        tracing::warn!(environment_id = id, revision = got, error = %ErrorChain(&error), "cannot apply a change event; will re-sync");
                     }
                     if !self.behind(id, got) {
                         self.stale.remove(&id);
@@ -308,7 +310,7 @@ impl Runner {
                 }
             }
             Err(error) => {
-                tracing::warn!(environment_id = id, revision = event.revision, error = %chain(&error), "cannot apply a change event; re-syncing the environment");
+                tracing::warn!(environment_id = id, revision = event.revision, error = %ErrorChain(&error), "cannot apply a change event; re-syncing the environment");
                 self.resync(id, event.revision).await;
             }
         }
@@ -320,7 +322,7 @@ impl Runner {
         let from_bus = match self.bus.snapshot(id).await {
             Ok(snapshot) => snapshot,
             Err(error) => {
-                tracing::warn!(environment_id = id, error = %chain(&error), "cannot read the environment's snapshot from the bus");
+                tracing::warn!(environment_id = id, error = %ErrorChain(&error), "cannot read the environment's snapshot from the bus");
                 None
             }
         };
@@ -346,7 +348,7 @@ impl Runner {
                     done = true;
                 }
                 Err(error) => {
-                    tracing::warn!(environment_id = id, error = %chain(&*error), "cannot read the environment's snapshot from the database");
+                    tracing::warn!(environment_id = id, error = %ErrorChain(&*error), "cannot read the environment's snapshot from the database");
                 }
             }
         }
@@ -378,7 +380,7 @@ impl Runner {
             }
             Ok(LoadOutcome::Ignored { .. }) => true,
             Err(error) => {
-                tracing::warn!(environment_id = id, revision = snapshot.revision, source, error = %chain(&error), "cannot load the environment's snapshot");
+                tracing::warn!(environment_id = id, revision = snapshot.revision, source, error = %ErrorChain(&error), "cannot load the environment's snapshot");
                 false
             }
         }

@@ -1,37 +1,35 @@
-//! Relay mode (DESIGN.md §5): a data-plane replica that takes one environment from an upstream Vexil's
-//! `GET /v1/stream` instead of from the bus, and persists it so that a restart survives an upstream
-//! outage.
+//! Relay mode (DESIGN.md §5): a data-plane replica that takes one environment from an upstream Vexil
+//! instead of from the bus, and persists it so that a restart survives an upstream outage.
+//!
+//! The relay follows its upstream exactly as a server SDK does: it runs the SDK's sync
+//! ([`vexil_sdk::sync`]: the stream with reconnects and `Last-Event-ID`, polling while the stream is
+//! down, the same defaults), with this replica's [`Cache`] as the sync's target ([`CacheTarget`]).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use vexil_keys::SecretKind;
-use vexil_proto::{ChangeEvent, ChangeKind, EnvironmentSnapshot, ItemKind, SdkKey};
+use vexil_model::Snapshot;
+use vexil_proto::SdkKey;
+use vexil_protocol::Change;
+use vexil_protocol::server::{ReceivedChange, ReceivedSnapshot};
+use vexil_sdk::sync::{self, Origin, Outcome, SyncConfig, Target, TargetError};
+use vexil_telemetry::ErrorChain;
 
-use vexil_sse::{SseEvent, SseParser};
-
-use crate::cache::{ApplyOutcome, Cache, LoadOutcome};
-use crate::error::chain;
+use crate::cache::{ApplyOutcome, Cache, EnvironmentContent, LoadOutcome};
 
 /// The environment id a relay keeps its one environment under in its [`Cache`].
 pub const RELAY_ENVIRONMENT_ID: i64 = 1;
-/// How long a stream may stay silent (not even a heartbeat) before it is taken as dead: 3× the
-/// upstream's default 15 s heartbeat.
-pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(45);
-/// The first reconnect delay (before jitter).
-pub const DEFAULT_MIN_BACKOFF: Duration = Duration::from_millis(500);
-/// The longest reconnect delay (before jitter).
-pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
 /// Why a relay cannot start, or cannot read or write its state file.
 #[derive(Debug, thiserror::Error)]
 pub enum UpstreamError {
-    /// The server key does not have a server key's shape (`vxs_<id>_<secret>`).
-    #[error("the upstream server key is not a server key (vxs_...)")]
-    InvalidServerKey,
+    /// The server key or the upstream URL is not usable (see the SDK's [`vexil_sdk::Error`]).
+    #[error("relay mode cannot follow this upstream")]
+    Config(#[from] vexil_sdk::Error),
     /// The state file cannot be read or written.
     #[error("state file {path}")]
     StateFile {
@@ -50,49 +48,41 @@ pub enum UpstreamError {
         #[source]
         source: Option<serde_json::Error>,
     },
-    /// A snapshot (from the state file or the upstream) could not be installed.
+    /// A snapshot (from the state file) could not be installed.
     #[error(transparent)]
     Snapshot(#[from] crate::Error),
 }
 
-/// Keeps one environment of a [`Cache`] current from an upstream Vexil's server stream (relay mode).
+/// Keeps one environment of a [`Cache`] current from an upstream Vexil (relay mode).
 ///
 /// * [`run`](Self::run) first loads the state file (if any) into the cache and marks it ready, so a
 ///   restart while the upstream is down serves the last snapshot; without one the cache stays not
-///   ready (the services answer 503 / a `retry:` hint) until the first `hydrate`.
-/// * It then connects to `{upstream}/v1/stream` with `Authorization: Bearer <server key>` and, once it
-///   has a revision, `Last-Event-ID`. A `hydrate` is loaded as the environment's snapshot; a `patch` or
-///   `delete` whose id is the next revision is applied as a change event (so streams served from this
-///   cache get a `patch` and it can replay it), a later one (ids skip SDK-key changes) is applied to the
-///   current snapshot and loaded whole (streams get a fresh `hydrate`).
+///   ready (the services answer 503 / a `retry:` hint) until the first snapshot arrives.
+/// * It then syncs as the SDK does, from `{upstream}/v1/stream` (and `{upstream}/v1/flags` while the
+///   stream is down), with `Last-Event-ID` = the cache's revision. A `hydrate` or a newer poll is
+///   installed as the environment's snapshot (an older one is ignored: an upstream replica behind this
+///   relay catches up by itself). A change at the next revision is applied as a change event, so
+///   streams served from this cache get a `patch` and it can replay it; a later one (ids skip SDK-key
+///   changes) is applied to the current snapshot, which is installed whole (streams get a `hydrate`).
+/// * A flag the relay cannot read (a newer upstream's) is left out of what it serves, as an SDK leaves
+///   it out of what it evaluates; the others are unaffected.
 /// * After every change the environment's snapshot is written to the state file (a temporary file,
 ///   synced, then renamed over it: a crash leaves the old or the new file, never a torn one).
-/// * A stream that ends, fails, or is silent for [`dead_after`](Self::dead_after) (default 45 s)
-///   is reconnected after an exponential backoff with jitter (0.5 s doubling to 30 s; reset once a
-///   connection delivers an event).
 ///
 /// The cache holds the environment under [`RELAY_ENVIRONMENT_ID`] with the one SDK key the relay
 /// knows: the server key it was given (so the same key authenticates locally). Client keys and other
 /// server keys of the upstream environment are not known to a relay (the stream never carries keys).
 pub struct UpstreamSync {
-    cache: Cache,
-    url: String,
-    server_key: String,
-    key: SdkKey,
-    state_file: PathBuf,
-    project: String,
-    environment: String,
-    dead_after: Duration,
-    min_backoff: Duration,
-    max_backoff: Duration,
+    target: CacheTarget,
+    config: SyncConfig,
 }
 
 impl std::fmt::Debug for UpstreamSync {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamSync")
-            .field("url", &self.url)
-            .field("key_id", &self.key.id)
-            .field("state_file", &self.state_file)
+            .field("config", &self.config)
+            .field("key_id", &self.target.key.id)
+            .field("state_file", &self.target.state_file)
             .finish_non_exhaustive()
     }
 }
@@ -106,51 +96,167 @@ impl UpstreamSync {
         server_key: &str,
         state_file: impl Into<PathBuf>,
     ) -> Result<UpstreamSync, UpstreamError> {
-        let id = vexil_keys::id_of(SecretKind::Server, server_key).ok_or(UpstreamError::InvalidServerKey)?;
+        let config = SyncConfig::new(server_key, upstream, upstream)?;
+        let id = vexil_keys::id_of(SecretKind::Server, server_key).unwrap_or_default();
         let key = SdkKey {
             id: id.to_owned(),
             kind: "server".into(),
             secret_sha256: vexil_keys::sha256(server_key).to_vec(),
             expires_at_ms: 0,
         };
-        Ok(UpstreamSync {
+        let target = CacheTarget {
             cache,
-            url: format!("{}/v1/stream", upstream.trim_end_matches('/')),
-            server_key: server_key.to_owned(),
             key,
             state_file: state_file.into(),
             project: "relay".into(),
             environment: "upstream".into(),
-            dead_after: DEFAULT_DEAD_AFTER,
-            min_backoff: DEFAULT_MIN_BACKOFF,
-            max_backoff: DEFAULT_MAX_BACKOFF,
-        })
+        };
+        Ok(UpstreamSync { target, config })
     }
 
-    /// How long the stream may be silent before it is reconnected (default [`DEFAULT_DEAD_AFTER`]).
+    /// How long the stream may be silent before it is reconnected (default 45 s, as the SDK's).
     pub fn dead_after(mut self, silence: Duration) -> UpstreamSync {
-        self.dead_after = silence.max(Duration::from_millis(1));
+        self.config = self.config.dead_stream_after(silence);
         self
     }
 
-    /// The reconnect backoff's first and longest delay (defaults 0.5 s and 30 s).
+    /// The reconnect backoff's first and longest delay (default 0.5 s and 30 s, as the SDK's).
     pub fn backoff(mut self, min: Duration, max: Duration) -> UpstreamSync {
-        self.min_backoff = min.max(Duration::from_millis(1));
-        self.max_backoff = max.max(self.min_backoff);
+        self.config = self.config.reconnect_backoff(min, max);
+        self
+    }
+
+    /// How often to poll `{upstream}/v1/flags` while the stream is down (default 30 s, as the SDK's).
+    pub fn poll_interval(mut self, every: Duration) -> UpstreamSync {
+        self.config = self.config.poll_interval(every);
         self
     }
 
     /// The project and environment names the cache reports (the stream does not carry them; default
     /// `relay` / `upstream`).
     pub fn names(mut self, project: &str, environment: &str) -> UpstreamSync {
-        self.project = project.to_owned();
-        self.environment = environment.to_owned();
+        self.target.project = project.to_owned();
+        self.target.environment = environment.to_owned();
         self
     }
 
     /// Loads the state file into the cache and marks it ready; the revision loaded, or `None` when
     /// there is no state file. [`run`](Self::run) does this first.
     pub async fn load_state(&self) -> Result<Option<u64>, UpstreamError> {
+        self.target.load_state().await
+    }
+
+    /// Follows the upstream until `shutdown` is cancelled.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let path = self.target.state_file.display().to_string();
+        match self.load_state().await {
+            Ok(Some(revision)) => tracing::info!(revision, path, "serving the persisted snapshot"),
+            Ok(None) => {
+                tracing::info!(path, "no persisted snapshot; not ready until the upstream's first snapshot")
+            }
+            Err(error) => tracing::warn!(error = %ErrorChain(&error), "cannot load the persisted snapshot"),
+        }
+        let http = match self.config.http_client() {
+            Ok(http) => http,
+            Err(error) => {
+                tracing::error!(error = %ErrorChain(&error), "cannot build an HTTP client; relay stopped");
+                return;
+            }
+        };
+        sync::run(Arc::new(self.target), self.config, http, shutdown).await;
+        tracing::info!("upstream sync stopped");
+    }
+}
+
+/// A relay's [`Cache`] as the target of the SDK's sync.
+struct CacheTarget {
+    cache: Cache,
+    key: SdkKey,
+    state_file: PathBuf,
+    project: String,
+    environment: String,
+}
+
+impl Target for CacheTarget {
+    async fn install(&self, received: ReceivedSnapshot, origin: Origin) -> Result<Outcome, TargetError> {
+        let revision = received.snapshot.revision;
+        let outcome = self.cache.install(self.content(received.snapshot))?;
+        self.cache.mark_ready();
+        match outcome {
+            LoadOutcome::Installed { previous, revision } => {
+                tracing::info!(?previous, revision, ?origin, "installed the upstream's snapshot");
+                self.persist().await;
+                Ok(Outcome::Installed { revision })
+            }
+            LoadOutcome::Ignored { have, offered } => {
+                if offered < have && origin == Origin::Hydrate {
+                    // An upstream replica behind this one; it will catch up, and its patches at or
+                    // below `have` are skipped meanwhile.
+                    tracing::info!(
+                        have,
+                        offered = revision,
+                        "the upstream is behind this relay; keeping the newer snapshot"
+                    );
+                }
+                Ok(Outcome::Skipped { have: Some(have) })
+            }
+        }
+    }
+
+    async fn apply(&self, change: ReceivedChange, revision: u64) -> Result<Outcome, TargetError> {
+        let Some(state) = self.cache.environment(RELAY_ENVIRONMENT_ID) else {
+            return Err("a change before any snapshot".into());
+        };
+        let have = state.revision();
+        let change = match change {
+            _ if revision <= have => return Ok(Outcome::Skipped { have: Some(have) }),
+            ReceivedChange::Apply(change) => change,
+            // Served as an SDK evaluates it: left out.
+            ReceivedChange::UnreadableFlag(key) => Change::DeleteFlag(key),
+            ReceivedChange::UnreadableSegment(key) => Change::DeleteSegment(key),
+            // Nothing this relay could serve changed; the next change (a gap) brings the revision level.
+            ReceivedChange::Other => return Ok(Outcome::Skipped { have: Some(have) }),
+        };
+        if revision == have + 1 {
+            let event = crate::apply::event_of(RELAY_ENVIRONMENT_ID, revision, &change, 0);
+            match self.cache.apply(&event)? {
+                ApplyOutcome::Applied { .. } => {}
+                ApplyOutcome::Ignored { have, .. } => return Ok(Outcome::Skipped { have: Some(have) }),
+                other => return Err(format!("unexpected outcome {other:?}").into()),
+            }
+        } else {
+            // Ids skip revisions this stream does not carry (SDK-key changes): the next snapshot is built
+            // here, and installed whole.
+            let mut next = state.snapshot().clone();
+            change.apply(&mut next);
+            next.revision = revision;
+            if let LoadOutcome::Ignored { have, .. } = self.cache.install(self.content(next))? {
+                return Ok(Outcome::Skipped { have: Some(have) });
+            }
+        }
+        self.persist().await;
+        Ok(Outcome::Installed { revision })
+    }
+
+    fn synced_revision(&self) -> Option<u64> {
+        self.cache.environment(RELAY_ENVIRONMENT_ID).map(|state| state.revision())
+    }
+}
+
+impl CacheTarget {
+    /// The relay's environment with `snapshot` as its content.
+    fn content(&self, snapshot: Snapshot) -> EnvironmentContent {
+        EnvironmentContent {
+            id: RELAY_ENVIRONMENT_ID,
+            project: self.project.clone(),
+            environment: self.environment.clone(),
+            snapshot,
+            keys: vec![self.key.clone()],
+            committed_at_ms: 0,
+        }
+    }
+
+    async fn load_state(&self) -> Result<Option<u64>, UpstreamError> {
         let path = self.state_file.clone();
         let read = tokio::task::spawn_blocking(move || std::fs::read(&path)).await;
         let bytes = match read {
@@ -167,246 +273,36 @@ impl UpstreamSync {
             }
         };
         let malformed = |source| UpstreamError::MalformedStateFile { path: self.state_file.clone(), source };
-        let state: Value = serde_json::from_slice(&bytes).map_err(|e| malformed(Some(e)))?;
-        let revision = state.get("revision").and_then(Value::as_u64).ok_or_else(|| malformed(None))?;
-        let snapshot = state.get("snapshot").ok_or_else(|| malformed(None))?;
-        let snapshot_json = serde_json::to_vec(snapshot).map_err(|e| malformed(Some(e)))?;
-        self.cache.load(&self.envelope(revision, snapshot_json))?;
+        #[derive(serde::Deserialize)]
+        struct StateFile {
+            revision: u64,
+            snapshot: Snapshot,
+        }
+        let state: StateFile = serde_json::from_slice(&bytes).map_err(|e| malformed(Some(e)))?;
+        if state.snapshot.revision != state.revision {
+            return Err(malformed(None));
+        }
+        self.cache.install(self.content(state.snapshot))?;
         self.cache.mark_ready();
-        Ok(Some(revision))
+        Ok(Some(state.revision))
     }
 
-    /// Follows the upstream until `shutdown` is cancelled.
-    pub async fn run(self, shutdown: CancellationToken) {
-        match self.load_state().await {
-            Ok(Some(revision)) => {
-                tracing::info!(revision, path = %self.state_file.display(), "serving the persisted snapshot")
-            }
-            Ok(None) => tracing::info!(
-                path = %self.state_file.display(),
-                "no persisted snapshot; not ready until the upstream's first hydrate"
-            ),
-            Err(error) => tracing::warn!(error = %chain(&error), "cannot load the persisted snapshot"),
-        }
-        let client = match reqwest::Client::builder().connect_timeout(self.dead_after).build() {
-            Ok(client) => client,
-            Err(error) => {
-                tracing::error!(error = %chain(&error), "cannot build an HTTP client; relay stopped");
-                return;
-            }
-        };
-        let mut backoff = self.min_backoff;
-        let mut resume = true;
-        loop {
-            let outcome = tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                outcome = self.follow(&client, resume) => outcome,
-            };
-            resume = !outcome.resync;
-            if outcome.progress {
-                backoff = self.min_backoff;
-            }
-            let delay = jitter(backoff);
-            backoff = (backoff * 2).min(self.max_backoff);
-            tracing::info!(
-                reason = outcome.reason,
-                delay_ms = delay.as_millis() as u64,
-                "reconnecting to the upstream"
-            );
-            tokio::select! {
-                biased;
-                () = shutdown.cancelled() => break,
-                () = tokio::time::sleep(delay) => {}
-            }
-        }
-        tracing::info!("upstream sync stopped");
-    }
-
-    /// One connection: until the stream ends, fails, goes silent, or carries something unusable.
-    async fn follow(&self, client: &reqwest::Client, resume: bool) -> Outcome {
-        let mut outcome = Outcome { progress: false, resync: false, reason: "" };
-        let mut request = client
-            .get(&self.url)
-            .bearer_auth(&self.server_key)
-            .header(reqwest::header::ACCEPT, "text/event-stream");
-        if resume && let Some(state) = self.cache.environment(RELAY_ENVIRONMENT_ID) {
-            request = request.header("Last-Event-ID", state.revision().to_string());
-        }
-        let mut response = match tokio::time::timeout(self.dead_after, request.send()).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(error)) => {
-                tracing::warn!(error = %chain(&error), url = %self.url, "cannot reach the upstream");
-                outcome.reason = "connect failed";
-                return outcome;
-            }
-            Err(_) => {
-                outcome.reason = "no response";
-                return outcome;
-            }
-        };
-        if response.status() != reqwest::StatusCode::OK {
-            tracing::warn!(status = %response.status(), url = %self.url, "the upstream refused the stream");
-            outcome.reason = "refused";
-            return outcome;
-        }
-        tracing::info!(url = %self.url, "connected to the upstream");
-        let mut parser = SseParser::default();
-        loop {
-            let chunk = match tokio::time::timeout(self.dead_after, response.chunk()).await {
-                Ok(Ok(Some(chunk))) => chunk,
-                Ok(Ok(None)) => {
-                    outcome.reason = "stream ended";
-                    return outcome;
-                }
-                Ok(Err(error)) => {
-                    tracing::warn!(error = %chain(&error), "the upstream stream failed");
-                    outcome.reason = "stream failed";
-                    return outcome;
-                }
-                Err(_) => {
-                    tracing::warn!(
-                        silence_ms = self.dead_after.as_millis() as u64,
-                        "the upstream stream went silent"
-                    );
-                    outcome.reason = "stream silent";
-                    return outcome;
-                }
-            };
-            for event in parser.feed(&chunk) {
-                match self.handle(&event).await {
-                    Ok(()) => outcome.progress = true,
-                    Err(error) => {
-                        tracing::warn!(event = %event.event, id = %event.id, error = %error, "cannot apply an upstream event; re-syncing");
-                        outcome.resync = true;
-                        outcome.reason = "unusable event";
-                        return outcome;
-                    }
-                }
-            }
-        }
-    }
-
-    /// Applies one SSE event to the cache, and persists the result if it changed anything.
-    async fn handle(&self, event: &SseEvent) -> Result<(), String> {
-        let changed = match event.event.as_str() {
-            "hydrate" => {
-                let revision: u64 =
-                    event.id.parse().map_err(|_| format!("id {:?} is not a revision", event.id))?;
-                let outcome = self
-                    .cache
-                    .load(&self.envelope(revision, event.data.clone().into_bytes()))
-                    .map_err(|e| chain(&e))?;
-                self.cache.mark_ready();
-                match outcome {
-                    LoadOutcome::Installed { previous, revision } => {
-                        tracing::info!(?previous, revision, "loaded the upstream's snapshot");
-                        true
-                    }
-                    LoadOutcome::Ignored { have, offered } => {
-                        if offered < have {
-                            // An upstream replica behind this one; it will catch up, and its patches
-                            // at or below `have` are ignored meanwhile.
-                            tracing::info!(
-                                have,
-                                offered,
-                                "the upstream is behind this relay; keeping the newer snapshot"
-                            );
-                        }
-                        false
-                    }
-                }
-            }
-            "patch" | "delete" => self.change(event)?,
-            _ => false,
-        };
-        if changed && let Err(error) = self.persist().await {
-            tracing::warn!(error = %chain(&error), "cannot persist the snapshot");
-        }
-        Ok(())
-    }
-
-    /// A `patch` or `delete`: whether it changed the cache.
-    fn change(&self, event: &SseEvent) -> Result<bool, String> {
-        let revision: u64 = event.id.parse().map_err(|_| format!("id {:?} is not a revision", event.id))?;
-        let data: Value = serde_json::from_str(&event.data).map_err(|e| e.to_string())?;
-        let key = data.get("key").and_then(Value::as_str).ok_or("no key")?.to_owned();
-        let item = match data.get("kind").and_then(Value::as_str) {
-            Some("flag") => ItemKind::Flag,
-            Some("segment") => ItemKind::Segment,
-            _ => return Ok(false),
-        };
-        let (kind, payload) = match (event.event.as_str(), item) {
-            ("delete", _) => (ChangeKind::Delete, Ok(Vec::new())),
-            (_, ItemKind::Flag) => (
-                ChangeKind::Upsert,
-                serde_json::to_vec(&json!({"flag": data["flag"], "config": data["config"]})),
-            ),
-            _ => (ChangeKind::Upsert, serde_json::to_vec(&data["segment"])),
-        };
-        let payload = payload.map_err(|e| e.to_string())?;
-        let Some(state) = self.cache.environment(RELAY_ENVIRONMENT_ID) else {
-            return Err("a change before any hydrate".into());
-        };
-        if revision <= state.revision() {
-            return Ok(false);
-        }
-        let change = ChangeEvent {
-            environment_id: RELAY_ENVIRONMENT_ID,
-            project: self.project.clone(),
-            environment: self.environment.clone(),
-            revision,
-            kind: kind.into(),
-            item: item.into(),
-            key,
-            payload,
-            committed_at_ms: 0,
-        };
-        if revision == state.revision() + 1 {
-            return match self.cache.apply(&change).map_err(|e| chain(&e))? {
-                ApplyOutcome::Applied { .. } => Ok(true),
-                ApplyOutcome::Ignored { .. } => Ok(false),
-                other => Err(format!("unexpected outcome {other:?}")),
-            };
-        }
-        // Ids skip revisions this stream does not carry (SDK-key changes): build the next snapshot here.
-        let next = crate::apply::apply(state.snapshot(), state.keys(), &change).map_err(|e| chain(&e))?;
-        let json = serde_json::to_vec(&next.snapshot).map_err(|e| e.to_string())?;
-        match self.cache.load(&self.envelope(revision, json)).map_err(|e| chain(&e))? {
-            LoadOutcome::Installed { .. } => Ok(true),
-            LoadOutcome::Ignored { .. } => Ok(false),
-        }
-    }
-
-    /// The envelope of the relay's environment at `revision`.
-    fn envelope(&self, revision: u64, snapshot_json: Vec<u8>) -> EnvironmentSnapshot {
-        EnvironmentSnapshot {
-            environment_id: RELAY_ENVIRONMENT_ID,
-            project: self.project.clone(),
-            environment: self.environment.clone(),
-            revision,
-            snapshot_json,
-            keys: vec![self.key.clone()],
-            committed_at_ms: 0,
-        }
-    }
-
-    /// Writes the cache's snapshot to the state file, atomically.
-    async fn persist(&self) -> Result<(), UpstreamError> {
-        let Some(state) = self.cache.environment(RELAY_ENVIRONMENT_ID) else { return Ok(()) };
+    /// Writes the cache's snapshot to the state file, atomically; a failure is logged (the relay keeps
+    /// serving, and the next change tries again).
+    async fn persist(&self) {
+        let Some(state) = self.cache.environment(RELAY_ENVIRONMENT_ID) else { return };
+        // Serialising model types into memory cannot fail.
         let bytes = serde_json::to_vec(&json!({"revision": state.revision(), "snapshot": state.snapshot()}))
-            .map_err(|e| UpstreamError::MalformedStateFile {
-                path: self.state_file.clone(),
-                source: Some(e),
-            })?;
+            .unwrap_or_default();
         let path = self.state_file.clone();
-        let result = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await;
-        let source = match result {
-            Ok(Ok(())) => return Ok(()),
+        let written = tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await;
+        let error = match written {
+            Ok(Ok(())) => return,
             Ok(Err(error)) => error,
             Err(join) => std::io::Error::other(join),
         };
-        Err(UpstreamError::StateFile { path: self.state_file.clone(), source })
+        let error = UpstreamError::StateFile { path: self.state_file.clone(), source: error };
+        tracing::warn!(error = %ErrorChain(&error), "cannot persist the snapshot");
     }
 }
 
@@ -428,21 +324,6 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         let _ = dir.sync_all();
     }
     Ok(())
-}
-
-/// How one connection ended.
-struct Outcome {
-    /// Whether it delivered at least one event.
-    progress: bool,
-    /// Whether the next connection must start from a fresh hydrate (no `Last-Event-ID`).
-    resync: bool,
-    reason: &'static str,
-}
-
-/// A delay between `base / 2` and `base`.
-fn jitter(base: Duration) -> Duration {
-    let millis = base.as_millis().max(2) as u64;
-    Duration::from_millis(rand::rng().random_range(millis / 2..=millis))
 }
 
 #[cfg(test)]

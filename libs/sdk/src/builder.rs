@@ -5,15 +5,25 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 use vexil_model::Snapshot;
+use vexil_protocol::server::ReceivedSnapshot;
 
 use crate::State;
 use crate::client::{Client, Inner};
 use crate::error::{Error, Result, SnapshotError};
 use crate::events::{EventQueue, EventSender};
-use crate::store::{Origin, Source};
-use crate::sync::{Shared, Sync, monitor};
+use crate::shared::{Shared, monitor};
+use crate::store::{self, Origin, Source};
+use crate::sync::{self, SyncConfig};
+
+impl Client {
+    /// A builder for a client of the environment `server_key` belongs to (a server SDK key,
+    /// `vxs_...`).
+    pub fn builder(server_key: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(server_key.into())
+    }
+}
 
 /// Where standalone Vexil listens by default (`make run`).
 pub(crate) const DEFAULT_URL: &str = "http://127.0.0.1:8080";
@@ -69,14 +79,14 @@ impl ClientBuilder {
             events_url: DEFAULT_URL.into(),
             prefix: None,
             streaming: true,
-            poll_interval: Duration::from_secs(30),
-            refresh_interval: Duration::from_secs(300),
+            poll_interval: sync::DEFAULT_POLL_INTERVAL,
+            refresh_interval: sync::DEFAULT_REFRESH_INTERVAL,
             start_timeout: Duration::from_secs(5),
-            dead_stream_after: Duration::from_secs(45),
-            min_backoff: Duration::from_millis(500),
-            max_backoff: Duration::from_secs(30),
+            dead_stream_after: sync::DEFAULT_DEAD_STREAM_AFTER,
+            min_backoff: sync::DEFAULT_MIN_BACKOFF,
+            max_backoff: sync::DEFAULT_MAX_BACKOFF,
             stale_after: Duration::from_secs(60),
-            request_timeout: Duration::from_secs(10),
+            request_timeout: sync::DEFAULT_REQUEST_TIMEOUT,
             bootstrap_file: None,
             bootstrap: None,
             offline: false,
@@ -114,7 +124,7 @@ impl ClientBuilder {
     /// Only flags whose key starts with `prefix` (`?prefix=` on the stream and on polling). Segments are
     /// always received; a flag whose prerequisite is outside the prefix evaluates as `MALFORMED_FLAG`.
     pub fn prefix(mut self, prefix: &str) -> Self {
-        self.prefix = (!prefix.is_empty()).then(|| prefix.to_owned());
+        self.prefix = Some(prefix.to_owned());
         self
     }
 
@@ -127,14 +137,14 @@ impl ClientBuilder {
 
     /// How often to poll `GET /v1/flags` when polling only, or while the stream is down. Default 30 s.
     pub fn poll_interval(mut self, every: Duration) -> Self {
-        self.poll_interval = every.max(Duration::from_millis(10));
+        self.poll_interval = every;
         self
     }
 
     /// How often to check `GET /v1/flags` (an ETag request: a `304` when nothing changed) while the
     /// stream is up, as a safety net. Default 5 min.
     pub fn refresh_interval(mut self, every: Duration) -> Self {
-        self.refresh_interval = every.max(Duration::from_millis(10));
+        self.refresh_interval = every;
         self
     }
 
@@ -147,15 +157,15 @@ impl ClientBuilder {
     /// How long the stream may be silent (not even a heartbeat) before it is taken as dead and
     /// reconnected. Default 45 s: three of the streaming service's 15 s heartbeats.
     pub fn dead_stream_after(mut self, silence: Duration) -> Self {
-        self.dead_stream_after = silence.max(Duration::from_millis(10));
+        self.dead_stream_after = silence;
         self
     }
 
     /// The stream's reconnect delay: the first and the longest (doubling in between, with jitter).
     /// Default 0.5 s and 30 s. The stream's `retry:` hint raises the delay, up to `max`.
     pub fn reconnect_backoff(mut self, min: Duration, max: Duration) -> Self {
-        self.min_backoff = min.max(Duration::from_millis(1));
-        self.max_backoff = max.max(self.min_backoff);
+        self.min_backoff = min;
+        self.max_backoff = max;
         self
     }
 
@@ -168,7 +178,7 @@ impl ClientBuilder {
 
     /// Timeout of each poll and each events request, and of opening the stream. Default 10 s.
     pub fn request_timeout(mut self, timeout: Duration) -> Self {
-        self.request_timeout = timeout.max(Duration::from_millis(10));
+        self.request_timeout = timeout;
         self
     }
 
@@ -228,17 +238,16 @@ impl ClientBuilder {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime);
         }
-        let config = if self.offline { None } else { Some(Arc::new(self.check()?)) };
+        let config = if self.offline { None } else { Some(self.check()?) };
         let bootstrap = self.load_bootstrap().await?;
 
         let dropped = Arc::new(AtomicU64::new(0));
-        let (shutdown, _) = watch::channel(false);
+        let shutdown = CancellationToken::new();
         let shared = Arc::new(Shared::new(self.stale_after, self.offline));
         let has_bootstrap = bootstrap.is_some();
         if let Some((source, written)) = bootstrap {
-            let revision = source.revision;
-            let origin = Origin::Bootstrap;
-            shared.store.install(source, origin).map_err(|error| Error::MalformedBootstrap {
+            let revision = source.snapshot.revision;
+            shared.store.install(source, Origin::Bootstrap).map_err(|error| Error::MalformedBootstrap {
                 path: self.bootstrap_file.clone().unwrap_or_default(),
                 source: SnapshotError::Compile(error),
             })?;
@@ -249,7 +258,7 @@ impl ClientBuilder {
             tracing::info!(revision, "serving the bootstrap snapshot");
         }
 
-        let Some(config) = config else {
+        let Some((config, events_base)) = config else {
             let events = EventQueue::disabled(dropped.clone());
             return Ok(Client::new(Inner::new(
                 shared,
@@ -262,23 +271,20 @@ impl ClientBuilder {
             )));
         };
 
-        let http = reqwest::Client::builder()
-            .connect_timeout(self.request_timeout)
-            .build()
-            .map_err(Error::HttpClient)?;
+        let http = config.http_client()?;
         let (events, receiver) = EventQueue::new(self.event_capacity, dropped.clone());
         let sender = EventSender {
             http: http.clone(),
-            url: format!("{}/v1/events", config.events_base),
+            url: format!("{events_base}/v1/events"),
             server_key: self.server_key.clone(),
             flush_interval: self.flush_interval,
             dropped: dropped.clone(),
         };
         let mut state = shared.state.subscribe();
         let tasks = vec![
-            tokio::spawn(Sync::new(shared.clone(), config, http).run(shutdown.subscribe())),
-            tokio::spawn(monitor(shared.clone(), shutdown.subscribe())),
-            tokio::spawn(sender.run(receiver, shutdown.subscribe())),
+            tokio::spawn(sync::run(shared.clone(), config, http, shutdown.clone())),
+            tokio::spawn(monitor(shared.clone(), shutdown.clone())),
+            tokio::spawn(sender.run(receiver, shutdown.clone())),
         ];
         let client = Client::new(Inner::new(
             shared,
@@ -303,35 +309,25 @@ impl ClientBuilder {
         Ok(client)
     }
 
-    /// The network configuration, checked.
-    fn check(&self) -> Result<Config> {
-        if vexil_keys::id_of(vexil_keys::SecretKind::Server, &self.server_key).is_none() {
-            return Err(Error::InvalidServerKey);
-        }
-        let stream_base = base_url("stream", &self.stream_url)?;
-        Ok(Config {
-            stream_url: format!("{stream_base}/v1/stream"),
-            flags_url: format!("{}/v1/flags", base_url("polling", &self.polling_url)?),
-            events_base: base_url("events", &self.events_url)?,
-            server_key: self.server_key.clone(),
-            prefix: self.prefix.clone(),
-            streaming: self.streaming,
-            poll_interval: self.poll_interval,
-            refresh_interval: self.refresh_interval,
-            dead_stream_after: self.dead_stream_after,
-            min_backoff: self.min_backoff,
-            max_backoff: self.max_backoff,
-            request_timeout: self.request_timeout,
-        })
+    /// The network configuration, checked: the sync's, and the events' base URL.
+    fn check(&self) -> Result<(SyncConfig, String)> {
+        let config = SyncConfig::new(&self.server_key, &self.stream_url, &self.polling_url)?
+            .prefix(self.prefix.as_deref().unwrap_or(""))
+            .streaming(self.streaming)
+            .poll_interval(self.poll_interval)
+            .refresh_interval(self.refresh_interval)
+            .dead_stream_after(self.dead_stream_after)
+            .reconnect_backoff(self.min_backoff, self.max_backoff)
+            .request_timeout(self.request_timeout);
+        Ok((config, sync::base_url("events", &self.events_url)?))
     }
 
     /// The bootstrap snapshot and when its data was current (the file's modification time).
     async fn load_bootstrap(&self) -> Result<Option<(Source, Instant)>> {
         let Some(path) = self.bootstrap_file.clone() else {
-            return Ok(self
-                .bootstrap
-                .clone()
-                .map(|snapshot| (Source::from_snapshot(snapshot), Instant::now())));
+            return Ok(self.bootstrap.clone().map(|snapshot| {
+                (ReceivedSnapshot { snapshot, ..ReceivedSnapshot::default() }, Instant::now())
+            }));
         };
         let read_path = path.clone();
         let read = tokio::task::spawn_blocking(move || {
@@ -342,64 +338,12 @@ impl ClientBuilder {
         .await
         .unwrap_or_else(|join| Err(std::io::Error::other(join)));
         let (bytes, modified) = read.map_err(|source| Error::BootstrapFile { path: path.clone(), source })?;
-        let source = Source::parse(&bytes).map_err(|error| Error::MalformedBootstrap {
+        let source = store::read_snapshot_file(&bytes).map_err(|error| Error::MalformedBootstrap {
             path: path.clone(),
             source: SnapshotError::Json(error),
         })?;
         let age = modified.and_then(|at| SystemTime::now().duration_since(at).ok()).unwrap_or_default();
         let now = Instant::now();
         Ok(Some((source, now.checked_sub(age).unwrap_or(now))))
-    }
-}
-
-/// The checked network configuration the background tasks run with.
-#[derive(Debug, Clone)]
-pub(crate) struct Config {
-    pub(crate) server_key: String,
-    pub(crate) stream_url: String,
-    pub(crate) flags_url: String,
-    pub(crate) events_base: String,
-    pub(crate) prefix: Option<String>,
-    pub(crate) streaming: bool,
-    pub(crate) poll_interval: Duration,
-    pub(crate) refresh_interval: Duration,
-    pub(crate) dead_stream_after: Duration,
-    pub(crate) min_backoff: Duration,
-    pub(crate) max_backoff: Duration,
-    pub(crate) request_timeout: Duration,
-}
-
-/// A base URL without its trailing slashes, if it is an absolute `http://` URL with a host and no query
-/// or fragment.
-pub(crate) fn base_url(which: &'static str, url: &str) -> Result<String> {
-    let invalid = |source| Error::InvalidUrl { which, url: url.to_owned(), source };
-    let parsed = reqwest::Url::parse(url).map_err(|error| invalid(Some(Box::new(error))))?;
-    if parsed.scheme() != "http"
-        || parsed.host_str().is_none_or(str::is_empty)
-        || parsed.query().is_some()
-        || parsed.fragment().is_some()
-    {
-        return Err(invalid(None));
-    }
-    Ok(url.trim_end_matches('/').to_owned())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn base_urls_are_plain_http_without_query_and_lose_trailing_slashes() {
-        assert_eq!(base_url("stream", "http://127.0.0.1:8080/").unwrap(), "http://127.0.0.1:8080");
-        assert_eq!(
-            base_url("stream", "http://flags.internal/vexil//").unwrap(),
-            "http://flags.internal/vexil"
-        );
-        for bad in ["127.0.0.1:8080", "https://flags.example", "http://h/?a=1", "http://h/#x", "nonsense", ""]
-        {
-            assert!(base_url("stream", bad).is_err(), "{bad} was accepted");
-        }
-        let error = base_url("polling", "https://flags.example").unwrap_err();
-        assert!(error.to_string().contains("polling URL"), "{error}");
     }
 }

@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use vexil_model::{Context, ErrorKind, Flag, FlagKey, Reason};
 
-use crate::builder::ClientBuilder;
 use crate::events::{Event, EventKind, EventQueue, now_ms};
-use crate::sync::Shared;
+use crate::shared::Shared;
 use crate::{EvaluationDetail, FlagChange, State, SyncEvent};
 
 /// A Vexil server SDK client: one environment's flags, kept in sync in the background and evaluated
@@ -31,7 +31,7 @@ pub(crate) struct Inner {
     events: EventQueue,
     exposures: bool,
     dropped: Arc<AtomicU64>,
-    shutdown: watch::Sender<bool>,
+    shutdown: CancellationToken,
     tasks: tokio::sync::Mutex<Vec<JoinHandle<()>>>,
     close_timeout: Duration,
 }
@@ -42,7 +42,7 @@ impl Inner {
         events: EventQueue,
         exposures: bool,
         dropped: Arc<AtomicU64>,
-        shutdown: watch::Sender<bool>,
+        shutdown: CancellationToken,
         tasks: Vec<JoinHandle<()>>,
         close_timeout: Duration,
     ) -> Inner {
@@ -60,7 +60,7 @@ impl Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        self.shutdown.send_replace(true);
+        self.shutdown.cancel();
     }
 }
 
@@ -74,12 +74,6 @@ impl std::fmt::Debug for Client {
 }
 
 impl Client {
-    /// A builder for a client of the environment `server_key` belongs to (a server SDK key,
-    /// `vxs_...`).
-    pub fn builder(server_key: impl Into<String>) -> ClientBuilder {
-        ClientBuilder::new(server_key.into())
-    }
-
     pub(crate) fn new(inner: Inner) -> Client {
         Client { inner: Arc::new(inner) }
     }
@@ -261,7 +255,7 @@ impl Client {
         if tasks.is_empty() {
             return;
         }
-        self.inner.shutdown.send_replace(true);
+        self.inner.shutdown.cancel();
         let deadline = tokio::time::Instant::now() + self.inner.close_timeout;
         for mut task in tasks.drain(..) {
             if tokio::time::timeout_at(deadline, &mut task).await.is_err() {

@@ -7,8 +7,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 use serde_json::Value;
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 use vexil_model::Context;
+use vexil_telemetry::ErrorChain;
 
 use crate::backoff::Backoff;
 
@@ -142,18 +144,14 @@ pub(crate) struct EventSender {
 }
 
 impl EventSender {
-    pub(crate) async fn run(
-        self,
-        mut receiver: mpsc::Receiver<Message>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
+    pub(crate) async fn run(self, mut receiver: mpsc::Receiver<Message>, shutdown: CancellationToken) {
         let mut pending: Vec<Vec<u8>> = Vec::new();
         let mut tick = tokio::time::interval(self.flush_interval.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 biased;
-                () = crate::sync::stopped(&mut shutdown) => break,
+                () = shutdown.cancelled() => break,
                 message = receiver.recv() => match message {
                     Some(Message::Event(event)) => {
                         self.encode(&event, &mut pending);
@@ -231,7 +229,7 @@ impl EventSender {
                     retry
                 }
                 Err(error) => {
-                    tracing::warn!(error = %crate::chain(&error), attempt, "cannot send a batch of events");
+                    tracing::warn!(error = %ErrorChain(&error), attempt, "cannot send a batch of events");
                     true
                 }
             };

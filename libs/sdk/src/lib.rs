@@ -115,8 +115,9 @@ mod client;
 mod error;
 mod events;
 mod health;
+mod shared;
 mod store;
-mod sync;
+pub mod sync;
 
 pub use builder::ClientBuilder;
 pub use client::Client;
@@ -202,16 +203,4 @@ pub enum SyncEvent {
         /// Why.
         reason: String,
     },
-}
-
-/// An error and its causes, `: `-separated, for logs.
-pub(crate) fn chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

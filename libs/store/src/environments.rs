@@ -98,7 +98,7 @@ impl Store {
                 .await
                 .map(drop)?);
             if !flag.archived {
-                let payload = json!({"flag": flag.spec(), "config": config});
+                let payload = crate::flags::configured(&flag, &config);
                 write::record_change(
                     tx,
                     &project.key,

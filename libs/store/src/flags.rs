@@ -5,7 +5,8 @@ use sqlx::FromRow;
 use sqlx::types::Json;
 use time::OffsetDateTime;
 use vexil_model::{
-    EnvironmentKey, Flag, FlagConfig, FlagConfigSpec, FlagKey, FlagSpec, ProjectKey, ValidationErrors,
+    ConfiguredFlagSpec, EnvironmentKey, Flag, FlagConfig, FlagConfigSpec, FlagKey, FlagSpec, ProjectKey,
+    ValidationErrors,
 };
 use vexil_proto::ItemKind;
 
@@ -89,8 +90,11 @@ async fn config_row(tx: &mut Tx, flag_id: i64, env: &EnvRow, flag: &FlagKey) -> 
 }
 
 /// The change event payload of a flag in one environment.
-pub(crate) fn configured(flag: &Flag, config: &FlagConfigSpec) -> serde_json::Value {
-    json!({"flag": flag.spec(), "config": config})
+/// A flag and one environment's configuration as a change event carries them: typed, so that the
+/// payload's JSON is exactly the serialisation the data plane's clients get (the streaming service
+/// splices it into `patch` frames as it is).
+pub(crate) fn configured(flag: &Flag, config: &FlagConfigSpec) -> ConfiguredFlagSpec {
+    ConfiguredFlagSpec { flag: flag.spec().clone(), config: config.clone() }
 }
 
 fn flag_resource(project: &ProjectKey, flag: &FlagKey) -> String {

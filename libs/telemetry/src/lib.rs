@@ -1,23 +1,40 @@
 //! Logs and metrics for every Vexil process.
 //!
 //! Logs: `tracing` events as one JSON object per line (or human-readable), filtered by `RUST_LOG` or
-//! the configured level. Metrics: a small registry of counters and gauges rendered in the Prometheus
-//! text format at `/metrics`; lock-free atomics, no dependency.
+//! the configured level ([`init_logging`], feature `subscriber`, on by default); an error is logged
+//! with its causes as one field ([`ErrorChain`]). Metrics: a small registry of counters and gauges
+//! rendered in the Prometheus text format at `/metrics`; lock-free atomics, no dependency.
 #![deny(missing_docs)]
 
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-use tracing_subscriber::EnvFilter;
-
 /// Installs the global tracing subscriber. Safe to call more than once (later calls do nothing), so
 /// tests can call it freely.
+#[cfg(feature = "subscriber")]
 pub fn init_logging(format: &str, level: &str) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ =
         if format == "pretty" { builder.try_init() } else { builder.json().flatten_event(true).try_init() };
+}
+
+/// An error and its causes, `: `-separated, for one log field: `error = %ErrorChain(&error)`.
+/// (`Display` of most errors says only the outermost layer: "error sending request", not why.)
+pub struct ErrorChain<'a>(pub &'a (dyn std::error::Error + 'a));
+
+impl std::fmt::Display for ErrorChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
 }
 
 /// A monotonically increasing count.
@@ -142,6 +159,24 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_chain_names_every_cause() {
+        #[derive(Debug)]
+        struct Outer(std::io::Error);
+        impl std::fmt::Display for Outer {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("cannot reach the upstream")
+            }
+        }
+        impl std::error::Error for Outer {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let error = Outer(std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused"));
+        assert_eq!(ErrorChain(&error).to_string(), "cannot reach the upstream: connection refused");
+    }
 
     #[test]
     fn metrics_render_in_the_prometheus_text_format() {

@@ -1,125 +1,31 @@
-//! Entity tags for polling (`GET /v1/flags`) and OFREP bulk evaluation, and `If-None-Match`.
+//! `If-None-Match` on an actix request, against the tags of the contract (`vexil_protocol::etag`:
+//! polled snapshots and OFREP bulk evaluations).
 
 use actix_web::HttpRequest;
 use actix_web::http::header;
-use sha2::{Digest, Sha256};
-use vexil_model::Context;
 
-/// Bumped when the body a tag stands for changes shape for the same inputs, so clients refetch.
-const BULK_FORMAT: &str = "ofrep-bulk-1";
-
-/// The tag of an environment's snapshot as `GET /v1/flags` serves it: the revision (the same number
-/// the stream uses as its event id), narrowed by a hash of the prefix when there is one.
-pub fn snapshot_etag(revision: u64, prefix: &str) -> String {
-    if prefix.is_empty() {
-        format!("\"{revision}\"")
-    } else {
-        format!("\"{revision}-{}\"", short_hash(&[prefix.as_bytes()]))
-    }
-}
-
-/// The tag of an OFREP bulk evaluation: it changes with the configuration (environment and revision),
-/// the key (its id: what it may see, and the stream URL that carries it), the advertised stream, and
-/// the context — the web provider keeps its old `If-None-Match` after a context change.
-///
-/// The context is hashed in a canonical form (attributes sorted by name), so that the same context sent
-/// with its attributes in another order still matches.
-pub fn bulk_etag(
-    environment_id: i64,
-    revision: u64,
-    key_id: &str,
-    stream_url: &str,
-    context: &Context,
-) -> String {
-    let mut attributes: Vec<(&str, &serde_json::Value)> = context.attributes.iter().collect();
-    attributes.sort_unstable_by_key(|(name, _)| *name);
-    // Serialising a map of strings to JSON values cannot fail.
-    let context_json =
-        serde_json::to_vec(&(context.targeting_key.as_deref(), attributes)).unwrap_or_default();
-    let environment = environment_id.to_string();
-    let revision = revision.to_string();
-    let parts: [&[u8]; 6] = [
-        BULK_FORMAT.as_bytes(),
-        environment.as_bytes(),
-        revision.as_bytes(),
-        key_id.as_bytes(),
-        stream_url.as_bytes(),
-        &context_json,
-    ];
-    format!("\"{}\"", short_hash(&parts))
-}
-
-/// The first 128 bits of the SHA-256 of the length-prefixed parts, in hex. A stable hash: every replica
-/// must compute the same tag for the same inputs.
-fn short_hash(parts: &[&[u8]]) -> String {
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update((part.len() as u64).to_be_bytes());
-        hasher.update(part);
-    }
-    hasher.finalize()[..16].iter().map(|byte| format!("{byte:02x}")).collect()
-}
-
-/// Whether the request's `If-None-Match` names `etag` (weak or strong, alone or in a list). `*` is not
-/// honoured: these are POSTs and GETs of data the client wants whenever it has none.
+/// Whether the request's `If-None-Match` names `etag` (weak or strong, alone or in a list; `*` is not
+/// honoured), as `vexil_protocol::etag::if_none_match` decides.
 pub fn if_none_match(req: &HttpRequest, etag: &str) -> bool {
-    let wanted = etag.trim_start_matches("W/");
-    req.headers()
-        .get_all(header::IF_NONE_MATCH)
-        .filter_map(|value| value.to_str().ok())
-        .flat_map(|value| value.split(','))
-        .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == wanted)
+    let values = req.headers().get_all(header::IF_NONE_MATCH).filter_map(|value| value.to_str().ok());
+    vexil_protocol::etag::if_none_match(values, etag)
 }
 
 #[cfg(test)]
 mod tests {
     use actix_web::test::TestRequest;
-    use serde_json::json;
 
     use super::*;
 
-    fn context(value: serde_json::Value) -> Context {
-        serde_json::from_value(value).unwrap()
-    }
-
     #[test]
-    fn a_snapshot_tag_is_the_revision_narrowed_by_the_prefix() {
-        assert_eq!(snapshot_etag(7, ""), "\"7\"");
-        assert_ne!(snapshot_etag(7, "a"), snapshot_etag(7, "b"));
-        assert!(snapshot_etag(7, "a\"b").matches('"').count() == 2, "the prefix never leaks into the tag");
-    }
-
-    #[test]
-    fn a_bulk_tag_changes_with_each_input_but_not_with_attribute_order() {
-        let base = context(json!({"targetingKey": "u1", "a": 1, "b": {"c": 2}}));
-        let tag = bulk_etag(1, 5, "key", "", &base);
-        assert_eq!(
-            tag,
-            bulk_etag(1, 5, "key", "", &context(json!({"b": {"c": 2}, "a": 1, "targetingKey": "u1"})))
-        );
-        assert_ne!(tag, bulk_etag(2, 5, "key", "", &base));
-        assert_ne!(tag, bulk_etag(1, 6, "key", "", &base));
-        assert_ne!(tag, bulk_etag(1, 5, "other", "", &base));
-        assert_ne!(tag, bulk_etag(1, 5, "key", "https://stream", &base));
-        assert_ne!(
-            tag,
-            bulk_etag(1, 5, "key", "", &context(json!({"targetingKey": "u2", "a": 1, "b": {"c": 2}})))
-        );
-        assert_ne!(
-            tag,
-            bulk_etag(1, 5, "key", "", &context(json!({"targetingKey": "u1", "a": 2, "b": {"c": 2}})))
-        );
-    }
-
-    #[test]
-    fn if_none_match_accepts_lists_and_weak_tags() {
-        let req = TestRequest::default().insert_header(("If-None-Match", "\"1\", W/\"7\"")).to_http_request();
+    fn every_if_none_match_header_is_read() {
+        let req = TestRequest::default()
+            .insert_header(("If-None-Match", "\"1\", W/\"7\""))
+            .append_header(("If-None-Match", "\"9\""))
+            .to_http_request();
         assert!(if_none_match(&req, "\"7\""));
-        assert!(if_none_match(&req, "\"1\""));
+        assert!(if_none_match(&req, "\"9\""));
         assert!(!if_none_match(&req, "\"8\""));
-        let star = TestRequest::default().insert_header(("If-None-Match", "*")).to_http_request();
-        assert!(!if_none_match(&star, "\"7\""));
         assert!(!if_none_match(&TestRequest::default().to_http_request(), "\"7\""));
     }
 }

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use actix_web::web::{self, Bytes};
+use bytes::Bytes;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 use tokio::sync::broadcast::{self, error::RecvError};
@@ -33,7 +33,7 @@ use tokio::task::JoinHandle;
 use vexil_dataplane::{Cache, Change};
 use vexil_proto::ChangeEvent;
 
-use crate::sse;
+use crate::frames;
 use crate::state::{EventKind, StreamingState};
 
 /// How many sockets a shard writes to before it lets the other tasks of its thread run (new
@@ -53,7 +53,7 @@ impl Fanout {
     /// runtime.
     pub(crate) fn start(
         cache: &Cache,
-        streaming: &web::Data<StreamingState>,
+        streaming: &Arc<StreamingState>,
         shards: usize,
         framed: fn(&[u8]) -> Bytes,
     ) -> Fanout {
@@ -116,7 +116,7 @@ impl Shard {
     async fn run(
         self: Arc<Self>,
         mut feed: broadcast::Receiver<Change>,
-        streaming: web::Data<StreamingState>,
+        streaming: Arc<StreamingState>,
         framed: fn(&[u8]) -> Bytes,
     ) {
         loop {
@@ -150,7 +150,7 @@ impl Shard {
         // What every unfiltered stream sends for this change, rendered once (and shared with the
         // streams that are not parked). Nothing for an SDK-key change: each stream checks its key.
         let rendered =
-            streaming.changes().get_or_render(environment_id, event.revision, || sse::change(event));
+            streaming.changes().get_or_render(environment_id, event.revision, || frames::change(event));
         let Some((name, frame)) = rendered else {
             slots.iter().for_each(|slot| slot.wake());
             return;

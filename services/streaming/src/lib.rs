@@ -162,14 +162,16 @@
 //! [`Application`], 14.5 KiB on actix; an idle keep-alive connection costs 3.0 KiB on [`Application`]
 //! (its read buffer is kept between requests) and 7–10 KiB on actix.
 
+mod actix;
 pub mod context;
 mod fanout;
+mod frames;
 mod http1;
-pub mod routes;
-mod sse;
+mod routes;
 mod startup;
 mod state;
 mod stream;
 
-pub use startup::{Application, configure, configure_probes};
+pub use actix::{configure, configure_probes};
+pub use startup::Application;
 pub use state::{Metrics, StreamingState};

@@ -7,12 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
-use actix_web::web::Bytes;
+use bytes::Bytes;
 use tokio::sync::watch;
 use vexil_config::DataPlaneSettings;
 use vexil_telemetry::{Counter, Gauge, Registry};
 
-/// Shared by every stream of one process. Register it as `web::Data<StreamingState>` beside
+/// Shared by every stream of one process. On actix, register it as `web::Data<StreamingState>` beside
 /// `web::Data<vexil_dataplane::Cache>` (see [`configure`](crate::configure)).
 ///
 /// Holds one clock for every stream: a single task ticks every `heartbeat_seconds` and each stream
@@ -48,7 +48,7 @@ impl StreamingState {
         StreamingState {
             settings: settings.clone(),
             signal,
-            retry_frame: Bytes::from(format!("retry: {}\n\n", settings.retry_ms)),
+            retry_frame: Bytes::from(vexil_protocol::sse::retry(settings.retry_ms)),
             metrics: Arc::new(Metrics::new()),
             hydrates: FrameCache::default(),
             changes: FrameCache::default(),
@@ -103,7 +103,7 @@ impl StreamingState {
     }
 
     /// What unfiltered server streams send for the last change event of each environment (see
-    /// [`sse::change`](crate::sse::change)): rendered once, not once per stream.
+    /// `frames::change`): rendered once, not once per stream.
     pub(crate) fn changes(&self) -> &FrameCache<Option<(&'static str, Bytes)>> {
         &self.changes
     }

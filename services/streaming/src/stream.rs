@@ -10,25 +10,38 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use actix_web::web::{self, Bytes};
+use bytes::Bytes;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio::sync::watch;
 use vexil_dataplane::{Cache, Change, EnvironmentState};
 use vexil_proto::{ChangeEvent, ItemKind};
 
-use crate::sse::{self, SseBody};
+use crate::frames;
 use crate::state::{Connected, EventKind, Signal, StreamKind, StreamingState};
+
+/// The headers every stream is answered with (besides the framing and `Date`, which are the
+/// server's): `200`, and
+///
+/// * nginx and ingress controllers buffer responses unless told not to (`X-Accel-Buffering`);
+/// * actix's `Compress` middleware, wherever it is wrapped, leaves a response that names its encoding
+///   alone; a compressed stream would sit in the encoder's buffer.
+pub(crate) const HEADERS: [(&str, &str); 4] = [
+    ("content-type", "text/event-stream"),
+    ("cache-control", "no-cache"),
+    ("x-accel-buffering", "no"),
+    ("content-encoding", "identity"),
+];
 
 /// What a stream does with the changes of its environment. The driver ([`Open`]) handles the rest:
 /// heartbeats, shutdown, environment removal, key re-checks, and lag.
 pub(crate) trait Follower: Send + 'static {
     /// One event applied to the environment (the driver has already checked that it is this
     /// environment's). Push what to send onto `out`.
-    fn applied(&mut self, event: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Out);
+    fn applied(&mut self, event: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Frames);
 
     /// The environment moved in a way the events do not describe (a re-sync, or this stream's feed
     /// lagged): start over from `state`, the environment as it is now.
-    fn restart(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out);
+    fn restart(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Frames);
 
     /// The revision this stream's client has, when everything this stream sends from here on is the
     /// shared frame of each change (what every unfiltered server stream of the environment sends): such
@@ -41,7 +54,7 @@ pub(crate) trait Follower: Send + 'static {
     /// Carries on after a park: the client has every event up to `revision` (the fan-out wrote them);
     /// queue what it has not, from `state`, the environment as it is now. Only called on followers
     /// whose [`shared_position`](Self::shared_position) was `Some`; the default starts over.
-    fn resume(&mut self, revision: u64, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out) {
+    fn resume(&mut self, revision: u64, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Frames) {
         let _ = revision;
         self.restart(state, ctx, out);
     }
@@ -60,9 +73,9 @@ pub(crate) struct Ctx<'a> {
 
 /// Frames to send, in order.
 #[derive(Default)]
-pub(crate) struct Out(VecDeque<Bytes>);
+pub(crate) struct Frames(VecDeque<Bytes>);
 
-impl Out {
+impl Frames {
     /// Queues one event frame and counts it.
     pub(crate) fn event(&mut self, ctx: &Ctx<'_>, kind: EventKind, frame: Bytes) {
         ctx.streaming.metrics().sent(kind);
@@ -93,16 +106,6 @@ pub(crate) enum Body {
     RetryLater(Bytes),
 }
 
-impl Body {
-    /// The frames of the body, as the actix path streams them.
-    pub(crate) fn into_sse(self) -> SseBody {
-        match self {
-            Body::Open(open) => open.into_body(),
-            Body::RetryLater(frame) => Box::pin(futures::stream::iter([frame])),
-        }
-    }
-}
-
 /// The state of one open stream.
 pub(crate) struct Open {
     environment_id: i64,
@@ -113,9 +116,9 @@ pub(crate) struct Open {
     /// cost a walk over the feed's buffer when dropped.
     feed: Option<broadcast::Receiver<Change>>,
     signal: watch::Receiver<Signal>,
-    queued: Out,
-    cache: web::Data<Cache>,
-    streaming: web::Data<StreamingState>,
+    queued: Frames,
+    cache: Cache,
+    streaming: Arc<StreamingState>,
     follower: Box<dyn Follower>,
     _connected: Connected,
 }
@@ -141,17 +144,17 @@ pub(crate) struct Params<F> {
     pub(crate) environment_id: i64,
     pub(crate) key: String,
     pub(crate) feed: broadcast::Receiver<Change>,
-    pub(crate) cache: web::Data<Cache>,
-    pub(crate) streaming: web::Data<StreamingState>,
+    pub(crate) cache: Cache,
+    pub(crate) streaming: Arc<StreamingState>,
     pub(crate) follower: F,
 }
 
 impl Open {
     /// A stream that sends `retry:`, then `first` (what the follower queued for the start), then
     /// follows the feed.
-    pub(crate) fn new<F: Follower>(params: Params<F>, first: Out) -> Open {
+    pub(crate) fn new<F: Follower>(params: Params<F>, first: Frames) -> Open {
         let Params { kind, environment_id, key, feed, cache, streaming, follower } = params;
-        let mut queued = Out::default();
+        let mut queued = Frames::default();
         queued.push_raw(streaming.retry_frame());
         queued.0.extend(first.0);
         Open {
@@ -172,21 +175,13 @@ impl Open {
         self.environment_id
     }
 
-    /// The response body, as the actix path streams it.
-    fn into_body(self) -> SseBody {
-        Box::pin(futures::stream::unfold(self, |mut open| async move {
-            let chunk = open.next_chunk().await?;
-            Some((chunk, open))
-        }))
-    }
-
     /// The next frame to write (whole); `None` ends the stream.
     pub(crate) async fn next_chunk(&mut self) -> Option<Bytes> {
         loop {
             if let Some(chunk) = self.queued.0.pop_front() {
                 if self.queued.0.is_empty() && self.queued.0.capacity() > 8 {
                     // A long replay must not leave its queue's allocation to every idle stream.
-                    self.queued = Out::default();
+                    self.queued = Frames::default();
                 }
                 return Some(chunk);
             }
@@ -217,7 +212,7 @@ impl Open {
             return None;
         }
         self.streaming.metrics().heartbeat();
-        Some(sse::PING)
+        Some(frames::PING)
     }
 
     /// Whether this stream sends only the shared frames of its environment once it has caught up (see
@@ -334,11 +329,11 @@ mod tests {
     struct Recorder;
 
     impl Follower for Recorder {
-        fn applied(&mut self, event: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Out) {
+        fn applied(&mut self, event: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Frames) {
             out.event(ctx, EventKind::Patch, Bytes::from(format!("applied {}\n", event.revision)));
         }
 
-        fn restart(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out) {
+        fn restart(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Frames) {
             out.event(ctx, EventKind::Hydrate, Bytes::from(format!("restart {}\n", state.revision())));
         }
     }
@@ -379,7 +374,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_whose_feed_lagged_starts_over_from_the_current_state() {
         let cache = cache(2);
-        let streaming = web::Data::new(StreamingState::new(&Default::default()));
+        let streaming = Arc::new(StreamingState::new(&Default::default()));
         let feed = cache.subscribe();
         let mut open = Open::new(
             Params {
@@ -387,11 +382,11 @@ mod tests {
                 environment_id: 1,
                 key: KEY.into(),
                 feed,
-                cache: web::Data::new(cache.clone()),
+                cache: cache.clone(),
                 streaming: streaming.clone(),
                 follower: Recorder,
             },
-            Out::default(),
+            Frames::default(),
         );
         for revision in 2..=6 {
             cache.apply(&flag_event(revision, revision % 2 == 0)).unwrap();
@@ -404,9 +399,9 @@ mod tests {
     #[tokio::test]
     async fn queued_frames_are_handed_over_whole_and_in_order() {
         let cache = cache(16);
-        let streaming = web::Data::new(StreamingState::new(&Default::default()));
+        let streaming = Arc::new(StreamingState::new(&Default::default()));
         let large = Bytes::from(vec![b'x'; 100_000]);
-        let mut first = Out::default();
+        let mut first = Frames::default();
         first.push_raw(large.clone());
         first.push_raw(Bytes::from_static(b"small"));
         let mut open = Open::new(
@@ -415,7 +410,7 @@ mod tests {
                 environment_id: 1,
                 key: KEY.into(),
                 feed: cache.subscribe(),
-                cache: web::Data::new(cache.clone()),
+                cache: cache.clone(),
                 streaming: streaming.clone(),
                 follower: Recorder,
             },

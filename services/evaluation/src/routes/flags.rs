@@ -1,13 +1,14 @@
 //! `GET /v1/flags`: the polling fallback of server SDKs.
 
+use std::convert::Infallible;
+
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use utoipa::IntoParams;
 use vexil_http::error::{ApiError, ErrorCode, Problem};
-use vexil_model::{ConfiguredFlag, Segment};
 
-use crate::etag::{if_none_match, snapshot_etag};
+use crate::etag::if_none_match;
 use crate::extract::ServerKey;
 use crate::state::EvaluationState;
 
@@ -16,14 +17,6 @@ use crate::state::EvaluationState;
 pub struct FlagsQuery {
     /// Only flags whose key starts with this (segments are all kept: the flags may reference any).
     pub prefix: Option<String>,
-}
-
-/// The snapshot as served: the model's `Snapshot` shape, narrowed to some flags.
-#[derive(Serialize)]
-struct SnapshotView<'a> {
-    revision: u64,
-    flags: Vec<&'a ConfiguredFlag>,
-    segments: &'a [Segment],
 }
 
 /// Every flag (with its configuration) and segment of the key's environment: the same snapshot as the
@@ -48,38 +41,19 @@ pub async fn get_flags(
         .map_err(|error| ApiError::new(ErrorCode::InvalidParameter, format!("invalid query: {error}")))?;
     let prefix = query.prefix.as_deref().unwrap_or("");
     let environment = &key.0.environment;
-    let etag = snapshot_etag(environment.revision(), prefix);
+    let etag = vexil_protocol::etag::snapshot(environment.revision(), prefix);
     if if_none_match(&req, &etag) {
         state.metrics.not_modified.inc();
         return Ok(not_modified(etag));
     }
 
-    let snapshot = environment.snapshot();
-    let render = || {
-        serde_json::to_vec(&SnapshotView {
-            revision: snapshot.revision,
-            flags: if prefix.is_empty() {
-                snapshot.flags.iter().collect()
-            } else {
-                // The prefix's flags and their prerequisites, without which they could not be evaluated.
-                environment
-                    .compiled()
-                    .selected_with_prerequisites(|flag| flag.key().as_str().starts_with(prefix))
-                    .into_iter()
-                    .map(|flag| flag.source())
-                    .collect()
-            },
-            segments: &snapshot.segments,
-        })
+    let prefix = (!prefix.is_empty()).then_some(prefix);
+    let render = || Ok::<_, Infallible>(environment.view(prefix).to_json().into());
+    let body = match prefix {
+        None => state.snapshot_bodies.get_or_build(environment.id(), environment.revision(), render),
+        Some(_) => render(),
     };
-    let body = if prefix.is_empty() {
-        state
-            .snapshot_bodies
-            .get_or_build(environment.id(), environment.revision(), || render().map(Into::into))
-    } else {
-        render().map(Into::into)
-    }
-    .map_err(|error| ApiError::Unexpected(anyhow::Error::new(error).context("serialise the snapshot")))?;
+    let Ok(body) = body;
     Ok(HttpResponse::Ok()
         .insert_header((header::ETAG, etag))
         .insert_header((header::CACHE_CONTROL, "private, no-cache"))

@@ -8,7 +8,7 @@ use vexil_http::error::ApiError;
 use vexil_keys::KeyKind;
 
 use crate::body::{BodyError, parse_json, read_limited};
-use crate::etag::{bulk_etag, if_none_match};
+use crate::etag::if_none_match;
 use crate::extract::EvaluationKey;
 use crate::routes::flags::not_modified;
 use crate::state::EvaluationState;
@@ -67,7 +67,13 @@ pub async fn evaluate_flags_ofrep(
     let EvaluationKey(key) = key;
     let environment = &key.environment;
     let stream_url = state.settings.dataplane.ofrep_stream_url.trim();
-    let etag = bulk_etag(environment.id(), environment.revision(), &key.key_id, stream_url, &request.context);
+    let etag = vexil_protocol::etag::bulk(
+        environment.id(),
+        environment.revision(),
+        &key.key_id,
+        stream_url,
+        &request.context,
+    );
     if if_none_match(&req, &etag) {
         state.metrics.not_modified.inc();
         return Ok(not_modified(etag));

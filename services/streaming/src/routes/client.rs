@@ -4,7 +4,6 @@
 
 use std::sync::Arc;
 
-use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use vexil_dataplane::{Cache, EnvironmentState};
 use vexil_eval::{Detail, evaluate_all, evaluate_flag};
@@ -12,34 +11,24 @@ use vexil_http::error::{ApiError, ErrorCode};
 use vexil_model::Context;
 use vexil_proto::ChangeEvent;
 
-use crate::context;
 use crate::routes::{Admission, StreamRequest, admit, query};
-use crate::sse;
 use crate::state::{EventKind, StreamKind, StreamingState};
-use crate::stream::{self, Body, Ctx, Follower, Open, Out, Params};
+use crate::stream::{self, Body, Ctx, Follower, Frames, Open, Params};
+use crate::{context, frames};
 
 #[derive(Deserialize)]
 struct StreamQuery {
     context: Option<String>,
 }
 
-/// Streams evaluated values for one context (client or server keys; either way only flags marked
-/// `client_side`): `values` with every value, then `values` with only the flags whose value or
+/// Opens a stream of evaluated values for one context (client or server keys; either way only flags
+/// marked `client_side`): `values` with every value, then `values` with only the flags whose value or
 /// variation changed for this context, and `delete` for flags it may no longer see.
-pub async fn stream_values(
-    req: HttpRequest,
-    cache: web::Data<Cache>,
-    streaming: web::Data<StreamingState>,
-) -> Result<HttpResponse, ApiError> {
-    open(&StreamRequest::of(&req), &cache, &streaming).map(sse::response)
-}
-
-/// [`stream_values`], whichever server asks.
 #[tracing::instrument(skip_all, fields(environment_id))]
 pub(crate) fn open(
     req: &StreamRequest<'_>,
-    cache: &web::Data<Cache>,
-    streaming: &web::Data<StreamingState>,
+    cache: &Cache,
+    streaming: &Arc<StreamingState>,
 ) -> Result<Body, ApiError> {
     let key = match admit(req, cache, streaming)? {
         Admission::Key(key) => key,
@@ -58,7 +47,7 @@ pub(crate) fn open(
     let Some(start) = stream::start(cache, key.environment_id) else {
         return Err(ApiError::new(ErrorCode::Unauthorized, "the SDK key is not valid"));
     };
-    let mut first = Out::default();
+    let mut first = Frames::default();
     let ctx = Ctx { cache, streaming, environment_id: key.environment_id, live: false };
     let follower = ValueStream::begin(context, Arc::clone(&start.state), &ctx, &mut first);
     let open = Open::new(
@@ -85,18 +74,18 @@ struct ValueStream {
 }
 
 impl ValueStream {
-    fn begin(context: Context, state: Arc<EnvironmentState>, ctx: &Ctx<'_>, out: &mut Out) -> ValueStream {
+    fn begin(context: Context, state: Arc<EnvironmentState>, ctx: &Ctx<'_>, out: &mut Frames) -> ValueStream {
         let values: Vec<(&str, Detail<'_>)> =
             evaluate_all(state.compiled(), &context, |flag| flag.client_side())
                 .map(|(flag, detail)| (flag.key().as_str(), detail))
                 .collect();
-        out.event(ctx, EventKind::Values, sse::values(state.revision(), true, &values));
+        out.event(ctx, EventKind::Values, frames::values(state.revision(), true, &values));
         drop(values);
         ValueStream { context, last: state }
     }
 
     /// Sends what differs between the last state evaluated and the environment now.
-    fn catch_up(&mut self, ctx: &Ctx<'_>, out: &mut Out) {
+    fn catch_up(&mut self, ctx: &Ctx<'_>, out: &mut Frames) {
         let Some(now) = ctx.cache.environment(ctx.environment_id) else { return };
         if now.revision() <= self.last.revision() {
             return;
@@ -118,7 +107,7 @@ impl ValueStream {
             out.delivery(
                 ctx,
                 EventKind::Values,
-                sse::values(now.revision(), false, &changed),
+                frames::values(now.revision(), false, &changed),
                 now.committed_at_ms(),
             );
         }
@@ -128,7 +117,7 @@ impl ValueStream {
                 out.delivery(
                     ctx,
                     EventKind::Delete,
-                    sse::client_delete(now.revision(), key),
+                    frames::client_delete(now.revision(), key),
                     now.committed_at_ms(),
                 );
             }
@@ -139,13 +128,13 @@ impl ValueStream {
 }
 
 impl Follower for ValueStream {
-    fn applied(&mut self, _: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Out) {
+    fn applied(&mut self, _: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Frames) {
         // The cache may already be further along than this event; evaluating against what it has now
         // covers this event and the next ones at once.
         self.catch_up(ctx, out);
     }
 
-    fn restart(&mut self, _: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out) {
+    fn restart(&mut self, _: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Frames) {
         // Diffing against the last state evaluated is exact whatever happened in between.
         self.catch_up(ctx, out);
     }

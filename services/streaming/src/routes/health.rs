@@ -1,7 +1,6 @@
-//! `/healthz`, `/readyz`, `/metrics`: each a server-agnostic `Reply` and a thin actix handler.
+//! `/healthz`, `/readyz`, `/metrics`: what each answers, whichever server asks.
 
-use actix_web::http::StatusCode;
-use actix_web::{HttpResponse, web};
+use http::StatusCode;
 use serde_json::json;
 use vexil_dataplane::Cache;
 
@@ -19,33 +18,15 @@ impl Reply {
         // What actix's `HttpResponse::json` writes.
         Reply { status, content_type: "application/json", body: value.to_string().into_bytes() }
     }
-
-    fn into_response(self) -> HttpResponse {
-        HttpResponse::build(self.status).content_type(self.content_type).body(self.body)
-    }
 }
 
-/// The process is up.
-pub async fn healthz() -> HttpResponse {
-    health().into_response()
-}
-
-/// The replica can serve: its cache has completed its first sync, and it is not shutting down.
-pub async fn readyz(cache: web::Data<Cache>, streaming: web::Data<StreamingState>) -> HttpResponse {
-    readiness(&cache, &streaming).into_response()
-}
-
-/// Prometheus metrics.
-pub async fn metrics(streaming: web::Data<StreamingState>) -> HttpResponse {
-    metrics_text(&streaming).into_response()
-}
-
-/// [`healthz`], whichever server asks.
+/// `/healthz`: the process is up.
 pub(crate) fn health() -> Reply {
     Reply::json(StatusCode::OK, &json!({"status": "ok"}))
 }
 
-/// [`readyz`], whichever server asks.
+/// `/readyz`: the replica can serve — its cache has completed its first sync, and it is not shutting
+/// down.
 pub(crate) fn readiness(cache: &Cache, streaming: &StreamingState) -> Reply {
     if streaming.is_shutting_down() {
         return Reply::json(
@@ -62,7 +43,7 @@ pub(crate) fn readiness(cache: &Cache, streaming: &StreamingState) -> Reply {
     Reply::json(StatusCode::OK, &json!({"status": "ready"}))
 }
 
-/// [`metrics`], whichever server asks.
+/// `/metrics`: Prometheus metrics.
 pub(crate) fn metrics_text(streaming: &StreamingState) -> Reply {
     Reply {
         status: StatusCode::OK,

@@ -2,16 +2,18 @@
 //! `/ofrep/v1/stream` ([`ofrep`]), and the probes ([`health`]).
 //!
 //! Each route is a server-agnostic function — a `StreamRequest` in, a stream of SSE frames or an
-//! [`ApiError`] out — and a thin actix handler over it; the streaming deployment's own HTTP/1.1
-//! server (`crate::http1`) calls the same functions. What the routes share — who may open a stream,
-//! and where it resumes from — is here.
+//! [`ApiError`] out. Both servers call the same functions: the actix adapter (`crate::actix`) and the
+//! streaming deployment's own HTTP/1.1 server (`crate::http1`). What the routes share — who may open
+//! a stream — is here.
 
-pub mod client;
-pub mod health;
-pub mod ofrep;
-pub mod server;
+pub(crate) mod client;
+pub(crate) mod health;
+pub(crate) mod ofrep;
+pub(crate) mod server;
 
-use actix_web::{HttpRequest, web};
+use std::sync::Arc;
+
+use actix_web::web;
 use serde::de::DeserializeOwned;
 use vexil_dataplane::Cache;
 use vexil_http::error::{ApiError, ErrorCode};
@@ -22,27 +24,14 @@ use crate::stream::Body;
 
 /// What a stream route reads from its request, whichever server parsed it: the raw query string and
 /// three header values. A header value is `None` when absent; a value that is not visible ASCII is
-/// `None` for the key headers and `"\u{fffd}"` for `Last-Event-ID` (as actix's `HeaderValue::to_str`
-/// would have it, see [`header_text`]).
+/// `None` for the key headers and `"\u{fffd}"` for `Last-Event-ID` (as `HeaderValue::to_str` would
+/// have it, see [`header_text`]).
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct StreamRequest<'a> {
     pub(crate) query: &'a str,
     pub(crate) authorization: Option<&'a str>,
     pub(crate) api_key: Option<&'a str>,
     pub(crate) last_event_id: Option<&'a str>,
-}
-
-impl<'a> StreamRequest<'a> {
-    /// The parameters of an actix request.
-    pub(crate) fn of(req: &'a HttpRequest) -> StreamRequest<'a> {
-        let header = |name: &str| req.headers().get(name).map(|value| value.to_str());
-        StreamRequest {
-            query: req.query_string(),
-            authorization: header("authorization").and_then(Result::ok),
-            api_key: header("x-api-key").and_then(Result::ok),
-            last_event_id: header("last-event-id").map(|value| value.unwrap_or("\u{fffd}")),
-        }
-    }
 }
 
 /// A header value as text when it is visible ASCII (or tabs), as `http::HeaderValue::to_str` decides.
@@ -78,8 +67,8 @@ impl StreamRoute {
     pub(crate) fn open(
         self,
         req: &StreamRequest<'_>,
-        cache: &web::Data<Cache>,
-        streaming: &web::Data<StreamingState>,
+        cache: &Cache,
+        streaming: &Arc<StreamingState>,
     ) -> Result<Body, ApiError> {
         match self {
             StreamRoute::Flags => server::open(req, cache, streaming),
@@ -90,7 +79,7 @@ impl StreamRoute {
 }
 
 /// Who may open a stream: an SDK key the replica knows (from `Authorization: Bearer`, `X-API-Key` or
-/// `?key=`, see [`vexil_dataplane_http::presented_key`]) — or nobody yet.
+/// `?key=`, see `vexil_dataplane_http::presented_key`) — or nobody yet.
 ///
 /// A replica that has no data yet, or is shutting down, lets the client in only to tell it to come
 /// back ([`Admission::RetryLater`]): a browser's EventSource gives up for good on a 503, while a 200
@@ -132,30 +121,6 @@ pub(crate) fn admit(
     Ok(Admission::Key(StreamKey { environment_id: found.environment.id(), kind: found.kind, presented }))
 }
 
-/// Where a reconnecting client says it stopped: the `Last-Event-ID` header, or the `lastEventId`
-/// query parameter for clients that can only set the URL.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LastEventId {
-    /// A first connection.
-    Absent,
-    /// The revision of the last event the client received.
-    Revision(u64),
-    /// Something that is not a revision; the client is sent a fresh start.
-    Invalid,
-}
-
-impl LastEventId {
-    /// Reads it from the header (`header`, see [`StreamRequest::last_event_id`]), else from `query`
-    /// (the `lastEventId` parameter).
-    pub(crate) fn of(header: Option<&str>, query: Option<&str>) -> LastEventId {
-        // An empty header is what a client sends before it has seen an id.
-        match header.or(query).map(str::trim).filter(|id| !id.is_empty()) {
-            None => LastEventId::Absent,
-            Some(id) => id.parse().map_or(LastEventId::Invalid, LastEventId::Revision),
-        }
-    }
-}
-
 /// Parses the query string; a malformed one is a 400 problem.
 fn query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
     web::Query::<T>::from_query(query)
@@ -165,38 +130,12 @@ fn query<T: DeserializeOwned>(query: &str) -> Result<T, ApiError> {
 
 #[cfg(test)]
 mod tests {
-    use actix_web::test::TestRequest;
-
     use super::*;
-
-    fn last_event_id(req: &HttpRequest, query: Option<&str>) -> LastEventId {
-        LastEventId::of(StreamRequest::of(req).last_event_id, query)
-    }
-
-    #[test]
-    fn the_last_event_id_header_wins_over_the_query_and_garbage_is_invalid() {
-        let req = TestRequest::default().insert_header(("Last-Event-ID", "42")).to_http_request();
-        assert_eq!(last_event_id(&req, Some("7")), LastEventId::Revision(42));
-        let req = TestRequest::default().to_http_request();
-        assert_eq!(last_event_id(&req, Some("7")), LastEventId::Revision(7));
-        assert_eq!(last_event_id(&req, None), LastEventId::Absent);
-        assert_eq!(last_event_id(&req, Some(" ")), LastEventId::Absent);
-        assert_eq!(last_event_id(&req, Some("-1")), LastEventId::Invalid);
-        let req = TestRequest::default().insert_header(("Last-Event-ID", "abc")).to_http_request();
-        assert_eq!(last_event_id(&req, None), LastEventId::Invalid);
-        let req = TestRequest::default()
-            .insert_header((
-                "Last-Event-ID",
-                actix_web::http::header::HeaderValue::from_bytes(b"4\xe92").unwrap(),
-            ))
-            .to_http_request();
-        assert_eq!(last_event_id(&req, Some("7")), LastEventId::Invalid, "a header that is not text");
-    }
 
     #[test]
     fn header_text_accepts_what_header_value_to_str_accepts() {
         for value in [&b"Bearer vxs_1"[..], b"a\tb", b"", b"caf\xc3\xa9", b"a\x7fb", b"\x01", b"~ !"] {
-            let expected = actix_web::http::header::HeaderValue::from_bytes(value)
+            let expected = http::HeaderValue::from_bytes(value)
                 .ok()
                 .and_then(|value| value.to_str().ok().map(str::to_owned));
             assert_eq!(header_text(value).map(str::to_owned), expected, "{value:?}");

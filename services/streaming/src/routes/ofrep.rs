@@ -1,16 +1,18 @@
 //! `GET /ofrep/v1/stream`: OFREP's optional change notifications (PROTOCOLS.md item 10). The stream
 //! carries no values: it tells an OpenFeature web provider to re-run its bulk evaluation.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use std::sync::Arc;
+
 use serde::Deserialize;
 use vexil_dataplane::{Cache, EnvironmentState};
 use vexil_http::error::{ApiError, ErrorCode};
 use vexil_proto::{ChangeEvent, ItemKind};
+use vexil_protocol::resume::LastEventId;
 
-use crate::routes::{Admission, LastEventId, StreamRequest, admit, query};
-use crate::sse;
+use crate::frames;
+use crate::routes::{Admission, StreamRequest, admit, query};
 use crate::state::{EventKind, StreamKind, StreamingState};
-use crate::stream::{self, Body, Ctx, Follower, Open, Out, Params};
+use crate::stream::{self, Body, Ctx, Follower, Frames, Open, Params};
 
 #[derive(Deserialize)]
 struct StreamQuery {
@@ -18,24 +20,15 @@ struct StreamQuery {
     last_event_id: Option<String>,
 }
 
-/// Streams `message` events `{"type":"refetchEvaluation","etag","lastModified"}` whenever a flag or
-/// segment of the key's environment changes (client or server keys). Nothing is sent at connect: the
-/// provider has just evaluated. A reconnecting client (`Last-Event-ID`) that missed a change gets one
-/// `message` at once.
-pub async fn stream_ofrep_changes(
-    req: HttpRequest,
-    cache: web::Data<Cache>,
-    streaming: web::Data<StreamingState>,
-) -> Result<HttpResponse, ApiError> {
-    open(&StreamRequest::of(&req), &cache, &streaming).map(sse::response)
-}
-
-/// [`stream_ofrep_changes`], whichever server asks.
+/// Opens a stream of `message` events `{"type":"refetchEvaluation","etag","lastModified"}`, one
+/// whenever a flag or segment of the key's environment changes (client or server keys). Nothing is
+/// sent at connect: the provider has just evaluated. A reconnecting client (`Last-Event-ID`) that
+/// missed a change gets one `message` at once.
 #[tracing::instrument(skip_all, fields(environment_id))]
 pub(crate) fn open(
     req: &StreamRequest<'_>,
-    cache: &web::Data<Cache>,
-    streaming: &web::Data<StreamingState>,
+    cache: &Cache,
+    streaming: &Arc<StreamingState>,
 ) -> Result<Body, ApiError> {
     let key = match admit(req, cache, streaming)? {
         Admission::Key(key) => key,
@@ -48,7 +41,7 @@ pub(crate) fn open(
     let Some(start) = stream::start(cache, key.environment_id) else {
         return Err(ApiError::new(ErrorCode::Unauthorized, "the SDK key is not valid"));
     };
-    let mut first = Out::default();
+    let mut first = Frames::default();
     let ctx = Ctx { cache, streaming, environment_id: key.environment_id, live: false };
     let revision = start.state.revision();
     if last_event_id != LastEventId::Absent && last_event_id != LastEventId::Revision(revision) {
@@ -71,8 +64,8 @@ pub(crate) fn open(
     Ok(Body::Open(Box::new(open)))
 }
 
-fn out_refetch(out: &mut Out, ctx: &Ctx<'_>, revision: u64, committed_at_ms: i64) {
-    out.delivery(ctx, EventKind::Message, sse::refetch(revision, committed_at_ms), committed_at_ms);
+fn out_refetch(out: &mut Frames, ctx: &Ctx<'_>, revision: u64, committed_at_ms: i64) {
+    out.delivery(ctx, EventKind::Message, frames::refetch(revision, committed_at_ms), committed_at_ms);
 }
 
 /// The revision of the last change notified or skipped.
@@ -81,7 +74,7 @@ struct ChangeStream {
 }
 
 impl Follower for ChangeStream {
-    fn applied(&mut self, event: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Out) {
+    fn applied(&mut self, event: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Frames) {
         if event.revision <= self.last {
             return;
         }
@@ -92,7 +85,7 @@ impl Follower for ChangeStream {
         }
     }
 
-    fn restart(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out) {
+    fn restart(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Frames) {
         if state.revision() <= self.last {
             return;
         }

@@ -1,17 +1,19 @@
 //! `GET /v1/stream`: every flag configuration and segment of the key's environment, then every change,
 //! for server SDKs that evaluate locally.
 
-use actix_web::{HttpRequest, HttpResponse, web};
+use std::sync::Arc;
+
 use serde::Deserialize;
 use vexil_dataplane::{Cache, EnvironmentState};
 use vexil_http::error::{ApiError, ErrorCode};
 use vexil_keys::KeyKind;
 use vexil_proto::{ChangeEvent, ItemKind};
+use vexil_protocol::resume::LastEventId;
 
-use crate::routes::{Admission, LastEventId, StreamRequest, admit, query};
-use crate::sse;
+use crate::frames;
+use crate::routes::{Admission, StreamRequest, admit, query};
 use crate::state::{EventKind, StreamKind, StreamingState};
-use crate::stream::{self, Body, Ctx, Follower, Open, Out, Params};
+use crate::stream::{self, Body, Ctx, Follower, Frames, Open, Params};
 
 /// Longest accepted `prefix`.
 const MAX_PREFIX_LEN: usize = 256;
@@ -23,23 +25,14 @@ struct StreamQuery {
     last_event_id: Option<String>,
 }
 
-/// Streams the environment's flag configurations (server keys only): `hydrate`, then `patch` and
-/// `delete` per change, each with `id` = the environment's revision. Resumes from `Last-Event-ID` by
-/// replaying only the missed events when this replica still has them. `?prefix=` narrows the flags.
-pub async fn stream_flags(
-    req: HttpRequest,
-    cache: web::Data<Cache>,
-    streaming: web::Data<StreamingState>,
-) -> Result<HttpResponse, ApiError> {
-    open(&StreamRequest::of(&req), &cache, &streaming).map(sse::response)
-}
-
-/// [`stream_flags`], whichever server asks.
+/// Opens a stream of the environment's flag configurations (server keys only): `hydrate`, then `patch`
+/// and `delete` per change, each with `id` = the environment's revision. Resumes from `Last-Event-ID`
+/// by replaying only the missed events when this replica still has them. `?prefix=` narrows the flags.
 #[tracing::instrument(skip_all, fields(environment_id, prefix, last_event_id))]
 pub(crate) fn open(
     req: &StreamRequest<'_>,
-    cache: &web::Data<Cache>,
-    streaming: &web::Data<StreamingState>,
+    cache: &Cache,
+    streaming: &Arc<StreamingState>,
 ) -> Result<Body, ApiError> {
     let key = match admit(req, cache, streaming)? {
         Admission::Key(key) => key,
@@ -64,7 +57,7 @@ pub(crate) fn open(
         return Err(ApiError::new(ErrorCode::Unauthorized, "the SDK key is not valid"));
     };
     let mut follower = FlagStream { prefix, selected: Vec::new(), last_sent: 0 };
-    let mut first = Out::default();
+    let mut first = Frames::default();
     let ctx = Ctx { cache, streaming, environment_id: key.environment_id, live: false };
     follower.begin(&start.state, last_event_id, &ctx, &mut first);
     tracing::debug!(revision = start.state.revision(), "flag stream opened");
@@ -114,7 +107,13 @@ struct FlagStream {
 impl FlagStream {
     /// The start of a stream: the missed events when the client resumes and this replica still holds
     /// them, a `hydrate` otherwise.
-    fn begin(&mut self, state: &EnvironmentState, last_event_id: LastEventId, ctx: &Ctx<'_>, out: &mut Out) {
+    fn begin(
+        &mut self,
+        state: &EnvironmentState,
+        last_event_id: LastEventId,
+        ctx: &Ctx<'_>,
+        out: &mut Frames,
+    ) {
         if let LastEventId::Revision(revision) = last_event_id
             // A revision beyond this replica's is one it cannot vouch for (another replica further
             // along, or garbage): a hydrate is always right.
@@ -135,15 +134,15 @@ impl FlagStream {
         self.hydrate(state, ctx, out);
     }
 
-    fn hydrate(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out) {
+    fn hydrate(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Frames) {
         let frame = match &self.prefix {
             None => ctx
                 .streaming
                 .hydrates()
-                .get_or_render(state.id(), state.revision(), || sse::hydrate(state, None)),
+                .get_or_render(state.id(), state.revision(), || frames::hydrate(state, None)),
             Some(prefix) => {
                 self.selected = selection(state, prefix);
-                sse::hydrate(state, Some(prefix))
+                frames::hydrate(state, Some(prefix))
             }
         };
         self.last_sent = state.revision();
@@ -185,7 +184,7 @@ fn selection(state: &EnvironmentState, prefix: &str) -> Vec<Box<str>> {
 }
 
 impl Follower for FlagStream {
-    fn applied(&mut self, event: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Out) {
+    fn applied(&mut self, event: &ChangeEvent, ctx: &Ctx<'_>, out: &mut Frames) {
         if event.revision <= self.last_sent {
             return;
         }
@@ -195,16 +194,16 @@ impl Follower for FlagStream {
             None => ctx
                 .streaming
                 .changes()
-                .get_or_render(ctx.environment_id, event.revision, || sse::change(event)),
+                .get_or_render(ctx.environment_id, event.revision, || frames::change(event)),
             Some(prefix) if event.item() == ItemKind::Flag => match self.narrowed(event, &prefix, ctx) {
-                Narrowed::Send => sse::change(event),
+                Narrowed::Send => frames::change(event),
                 Narrowed::Skip => None,
                 Narrowed::Hydrate(state) => {
                     self.hydrate(&state, ctx, out);
                     return;
                 }
             },
-            Some(_) => sse::change(event),
+            Some(_) => frames::change(event),
         };
         if let Some((name, frame)) = rendered {
             let kind = if name == "delete" { EventKind::Delete } else { EventKind::Patch };
@@ -212,7 +211,7 @@ impl Follower for FlagStream {
         }
     }
 
-    fn restart(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out) {
+    fn restart(&mut self, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Frames) {
         // Already sent up to here (the re-sync landed before this stream read the state).
         if state.revision() <= self.last_sent {
             return;
@@ -224,7 +223,7 @@ impl Follower for FlagStream {
         self.prefix.is_none().then_some(self.last_sent)
     }
 
-    fn resume(&mut self, revision: u64, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Out) {
+    fn resume(&mut self, revision: u64, state: &EnvironmentState, ctx: &Ctx<'_>, out: &mut Frames) {
         // The same as a client reconnecting with `Last-Event-ID: revision`, on the same connection.
         self.begin(state, LastEventId::Revision(revision), ctx, out);
     }

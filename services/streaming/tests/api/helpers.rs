@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::pin::Pin;
 use std::process::Stdio;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use actix_web::{App, HttpResponse, HttpServer, web};
@@ -102,7 +102,7 @@ pub struct TestApp {
     /// Keys of `shop`'s environments (development, production).
     pub development: NewSdkKeys,
     pub production: NewSdkKeys,
-    pub streaming: web::Data<StreamingState>,
+    pub streaming: Arc<StreamingState>,
     pub server: Option<JoinHandle<anyhow::Result<()>>>,
 }
 
@@ -159,7 +159,7 @@ async fn launch(
     cache: &Cache,
     options: Options,
     port: u16,
-) -> (u16, web::Data<StreamingState>, JoinHandle<anyhow::Result<()>>) {
+) -> (u16, Arc<StreamingState>, JoinHandle<anyhow::Result<()>>) {
     let mut settings = Settings::default();
     settings.server.port = port;
     settings.dataplane.heartbeat_seconds = options.heartbeat_seconds;
@@ -181,13 +181,13 @@ async fn launch(
 fn launch_actix(
     cache: &Cache,
     settings: Settings,
-) -> (u16, web::Data<StreamingState>, JoinHandle<anyhow::Result<()>>) {
+) -> (u16, Arc<StreamingState>, JoinHandle<anyhow::Result<()>>) {
     let listener =
         std::net::TcpListener::bind((settings.server.host.as_str(), settings.server.port)).expect("bind");
     let port = listener.local_addr().unwrap().port();
-    let streaming = web::Data::new(StreamingState::new(&settings.dataplane));
+    let streaming = Arc::new(StreamingState::new(&settings.dataplane));
     let cache = web::Data::new(cache.clone());
-    let app_streaming = streaming.clone();
+    let app_streaming = web::Data::from(streaming.clone());
     let server = HttpServer::new(move || {
         App::new()
             .app_data(cache.clone())
@@ -232,7 +232,7 @@ impl TestApp {
     pub async fn serve_also(
         &self,
         serving: Serving,
-    ) -> (u16, web::Data<StreamingState>, JoinHandle<anyhow::Result<()>>) {
+    ) -> (u16, Arc<StreamingState>, JoinHandle<anyhow::Result<()>>) {
         launch(&self.cache, Options { serving, ..self.options }, 0).await
     }
 
@@ -309,6 +309,16 @@ impl TestApp {
     pub async fn create_segment(&self, spec: Value) -> u64 {
         let segment = Segment::parse(serde_json::from_value(spec).expect("a segment")).expect("valid");
         self.store.create_segment(&actor(), &project(), &env("production"), segment).await.expect("segment");
+        self.sync().await;
+        self.revision("production").await
+    }
+
+    pub async fn delete_segment(&self, key: &str) -> u64 {
+        let key = vexil_model::SegmentKey::parse(key).expect("a segment key");
+        self.store
+            .delete_segment(&actor(), &project(), &env("production"), &key)
+            .await
+            .expect("delete segment");
         self.sync().await;
         self.revision("production").await
     }
@@ -416,6 +426,8 @@ pub struct Event {
     pub name: String,
     pub id: Option<u64>,
     pub data: Value,
+    /// `data` as it was sent.
+    pub text: String,
 }
 
 /// Reads an SSE body as it arrives.
@@ -524,8 +536,9 @@ fn parse_block(block: &str) -> Vec<Sse> {
         }
     }
     if let Some(name) = name {
-        let data = serde_json::from_str(&data.join("\n")).expect("JSON data");
-        items.push(Sse::Event(Event { name, id, data }));
+        let text = data.join("\n");
+        let data = serde_json::from_str(&text).expect("JSON data");
+        items.push(Sse::Event(Event { name, id, data, text }));
     } else {
         assert!(data.is_empty(), "data without an event name in {block:?}");
     }

@@ -75,6 +75,31 @@ both_paths! {
     }
 }
 
+both_paths! {
+    async fn every_change_is_sent_byte_for_byte_as_the_contract_serialises_it(serving: Serving) {
+        // The `patch` of a change is spliced from the control plane's payload rather than serialised
+        // again (the fast path); what arrives must be exactly the typed event's JSON all the same.
+        let app = spawn_app_on(serving).await;
+        let mut stream = app.open_flags("", &[]).await;
+        stream.event().await;
+
+        app.toggle("checkout", true).await;
+        app.create_segment(json!({"key": "beta", "name": "Beta \"testers\"", "included": ["user-1"]})).await;
+        app.delete_segment("beta").await;
+        app.delete_flag("checkout").await;
+
+        for expected in ["patch", "patch", "delete", "delete"] {
+            let event = stream.event().await;
+            assert_eq!(event.name, expected);
+            let change = match vexil_protocol::server::ReceivedChange::read(&event.name, &event.text).unwrap() {
+                vexil_protocol::server::ReceivedChange::Apply(change) => change,
+                other => panic!("{other:?} from {}", event.text),
+            };
+            assert_eq!(event.text, String::from_utf8(change.to_json()).unwrap(), "{change:?}");
+        }
+    }
+}
+
 #[tokio::test]
 async fn segments_are_patched_and_deleted_flags_are_deletes() {
     let app = spawn_app().await;

@@ -22,7 +22,7 @@ struct Upstream {
     store: Store,
     environment_id: i64,
     port: u16,
-    server: Option<(actix_web::web::Data<vexil_streaming::StreamingState>, JoinHandle<anyhow::Result<()>>)>,
+    server: Option<(std::sync::Arc<vexil_streaming::StreamingState>, JoinHandle<anyhow::Result<()>>)>,
 }
 
 impl Upstream {

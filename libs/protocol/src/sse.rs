@@ -1,21 +1,45 @@
-//! An incremental parser of the Server-Sent Events format (`text/event-stream`, WHATWG HTML §9.2), with
-//! no dependencies beyond `std`.
-//!
-//! Vexil's streams (`GET /v1/stream`, see the `vexil-streaming` crate) are read by two clients: relay
-//! mode (`vexil-dataplane`) and the Rust SDK (`vexil-sdk`). Both feed the bytes of the response body to
-//! an [`SseParser`] as they arrive, in whatever pieces the network delivers, and act on the
-//! [`SseEvent`]s it completes.
+//! The Server-Sent Events framing (`text/event-stream`, WHATWG HTML §9.2): writing frames
+//! ([`frame`], [`retry`], [`PING`]) and an incremental parser ([`SseParser`]) that clients feed the
+//! bytes of a response body as they arrive, in whatever pieces the network delivers.
 //!
 //! ```
-//! use vexil_sse::{SseEvent, SseParser};
+//! use vexil_protocol::sse::{SseEvent, SseParser};
 //!
 //! let mut parser = SseParser::default();
 //! assert!(parser.feed(b"retry: 2000\n\nevent: hydrate\nid: 41\nda").is_empty());
 //! let events = parser.feed(b"ta: {\"revision\":41}\n\n: ping\n\n");
 //! assert_eq!(events, vec![SseEvent { event: "hydrate".into(), id: "41".into(), data: "{\"revision\":41}".into() }]);
 //! assert_eq!(parser.retry(), Some(2000));
+//! assert_eq!(vexil_protocol::sse::frame("patch", 42, b"{}"), b"event: patch\nid: 42\ndata: {}\n\n");
 //! ```
-#![deny(missing_docs)]
+
+/// The heartbeat: a comment, which every client ignores but which shows the connection is alive.
+pub const PING: &[u8] = b": ping\n\n";
+
+/// The `retry:` hint: how long a client waits before reconnecting, in milliseconds.
+pub fn retry(millis: u64) -> Vec<u8> {
+    format!("retry: {millis}\n\n").into_bytes()
+}
+
+/// One event: `event: <name>`, `id: <id>`, and `data` as one `data:` line per line of it.
+pub fn frame(name: &str, id: u64, data: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::with_capacity(data.len() + name.len() + 40);
+    frame.extend_from_slice(b"event: ");
+    frame.extend_from_slice(name.as_bytes());
+    frame.extend_from_slice(b"\nid: ");
+    frame.extend_from_slice(id.to_string().as_bytes());
+    frame.push(b'\n');
+    // serde_json never writes a raw line break, but a payload from elsewhere might: SSE joins `data:`
+    // lines with "\n", which JSON reads as whitespace, so splitting keeps any JSON intact.
+    for line in data.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        frame.extend_from_slice(b"data: ");
+        frame.extend_from_slice(line);
+        frame.push(b'\n');
+    }
+    frame.push(b'\n');
+    frame
+}
 
 /// One dispatched Server-Sent Event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +163,32 @@ impl SseParser {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_frame_has_a_name_an_id_and_one_data_line_per_line() {
+        assert_eq!(
+            frame("patch", 42, b"{\"a\":\r\n1}"),
+            b"event: patch\nid: 42\ndata: {\"a\":\ndata: 1}\n\n"
+        );
+    }
+
+    #[test]
+    fn what_is_written_is_read_back() {
+        let mut written = retry(1500);
+        written.extend_from_slice(&frame("hydrate", 7, b"{\"revision\":7,\n\"flags\":[]}"));
+        written.extend_from_slice(PING);
+        let mut parser = SseParser::default();
+        let events = parser.feed(&written);
+        assert_eq!(
+            events,
+            vec![SseEvent {
+                event: "hydrate".into(),
+                id: "7".into(),
+                data: "{\"revision\":7,\n\"flags\":[]}".into()
+            }]
+        );
+        assert_eq!(parser.retry(), Some(1500));
+    }
 
     fn parse_in_pieces(text: &[u8], piece: usize) -> Vec<SseEvent> {
         let mut parser = SseParser::default();

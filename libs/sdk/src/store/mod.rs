@@ -1,310 +1,47 @@
 //! The flags a client serves: the sync's source snapshot (written by one task at a time) and the
 //! compiled snapshot evaluations read (behind an atomic pointer: readers never wait).
+//!
+//! * [`compile`]: the source compiled, one unservable flag never costing the others;
+//! * [`diff`]: which flags a change may change the evaluation of;
+//! * here: the [`Store`] and its per-thread read cache, and the rules for what replaces what.
+
+mod compile;
+mod diff;
 
 use std::cell::RefCell;
-use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwapOption;
 use serde::Deserialize;
-use serde_json::{Value, json};
-use vexil_eval::{CompileError, CompiledSnapshot, Detail};
-use vexil_model::{ConfiguredFlag, Context, ErrorKind, Operator, Segment, Snapshot};
+use serde::de::IgnoredAny;
+use serde_json::value::RawValue;
+use vexil_eval::CompileError;
+use vexil_protocol::server::{ReceivedChange, ReceivedSnapshot};
 
-/// What evaluations read: one environment compiled, at one revision.
-#[derive(Debug)]
-pub(crate) struct Data {
-    pub(crate) compiled: CompiledSnapshot,
-    /// Flags the client knows of but cannot evaluate: unreadable ones (e.g. from a newer server) and
-    /// ones whose prerequisites it does not have (a `?prefix=` leaves them out). They evaluate as
-    /// `ERROR MALFORMED_FLAG` rather than `FLAG_NOT_FOUND`.
-    pub(crate) unservable: HashSet<Box<str>>,
-}
-
-impl Data {
-    /// Evaluates `key` for `context` as `vexil_eval::evaluate` does (the same lookup, then the flag's
-    /// evaluation in tail position, so the result is built in place), with one difference on the
-    /// not-found path: an [`unservable`](Self::unservable) flag is `MALFORMED_FLAG`.
-    #[inline]
-    pub(crate) fn evaluate<'a>(&'a self, key: &str, context: &Context) -> Detail<'a> {
-        match self.compiled.flag(key) {
-            Some(flag) => vexil_eval::evaluate_flag(&self.compiled, flag, context),
-            None if !self.unservable.is_empty() && self.unservable.contains(key) => {
-                Detail::error(ErrorKind::MalformedFlag, None)
-            }
-            None => Detail::error(ErrorKind::FlagNotFound, None),
-        }
-    }
-
-    /// Every flag key served (archived flags excluded), then the unservable ones, sorted.
-    pub(crate) fn keys(&self) -> Vec<String> {
-        let mut keys: Vec<String> = self.compiled.flags().map(|flag| flag.key().to_string()).collect();
-        let mut unservable: Vec<String> = self.unservable.iter().map(|key| key.to_string()).collect();
-        unservable.sort_unstable();
-        keys.extend(unservable);
-        keys
-    }
-}
+pub(crate) use compile::Data;
+use compile::build;
+use diff::changed_keys;
 
 /// Everything the sync received for the environment: the flags and segments it could read, and the
-/// keys of flags it could not.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct Source {
-    pub(crate) revision: u64,
-    pub(crate) flags: Vec<ConfiguredFlag>,
-    pub(crate) segments: Vec<Segment>,
-    pub(crate) unreadable: BTreeSet<String>,
-}
+/// keys of the flags it could not (the protocol's lenient reading of a snapshot, kept up to date by
+/// [`ReceivedSnapshot::apply`]).
+pub(crate) type Source = ReceivedSnapshot;
 
-#[derive(Deserialize)]
-struct RawSnapshot {
-    revision: u64,
-    #[serde(default)]
-    flags: Vec<Value>,
-    #[serde(default)]
-    segments: Vec<Value>,
-}
-
-impl Source {
-    /// Reads a snapshot's JSON: a `GET /v1/flags` body, a `hydrate`'s data, or a relay's state file
-    /// (`{"revision", "snapshot"}`). A flag or segment that does not parse (a newer server's operator,
-    /// say) is left out — the flag is remembered as unreadable — instead of failing the whole snapshot.
-    pub(crate) fn parse(bytes: &[u8]) -> Result<Source, serde_json::Error> {
-        let mut value: Value = serde_json::from_slice(bytes)?;
-        if let Value::Object(map) = &mut value
-            && !map.contains_key("flags")
-            && let Some(inner) = map.remove("snapshot")
-        {
-            value = inner;
-        }
-        let raw: RawSnapshot = serde_json::from_value(value)?;
-        let mut source = Source { revision: raw.revision, ..Source::default() };
-        let mut seen = HashSet::new();
-        for flag in raw.flags {
-            let key = flag.pointer("/flag/key").and_then(Value::as_str).map(str::to_owned);
-            match serde_json::from_value::<ConfiguredFlag>(flag) {
-                Ok(flag) if seen.insert(flag.flag().key.to_string()) => source.flags.push(flag),
-                Ok(flag) => {
-                    tracing::warn!(flag = %flag.flag().key, "a snapshot lists a flag twice; keeping the first")
-                }
-                Err(error) => {
-                    tracing::warn!(flag = ?key, error = %error, "cannot read a flag; it evaluates as MALFORMED_FLAG");
-                    if let Some(key) = key {
-                        source.unreadable.insert(key);
-                    }
-                }
-            }
-        }
-        for key in &seen {
-            source.unreadable.remove(key);
-        }
-        let mut seen = HashSet::new();
-        for segment in raw.segments {
-            match serde_json::from_value::<Segment>(segment) {
-                Ok(segment) if seen.insert(segment.key.to_string()) => source.segments.push(segment),
-                Ok(_) => {}
-                // The flags that use it cannot be compiled, and become unservable.
-                Err(error) => tracing::warn!(error = %error, "cannot read a segment; leaving it out"),
-            }
-        }
-        Ok(source)
+/// Reads a snapshot file: a `GET /v1/flags` body, a `hydrate`'s data, or a relay's state file
+/// (`{"revision", "snapshot"}`).
+pub(crate) fn read_snapshot_file(bytes: &[u8]) -> Result<Source, serde_json::Error> {
+    #[derive(Deserialize)]
+    struct StateFile<'a> {
+        #[serde(default, borrow)]
+        snapshot: Option<&'a RawValue>,
+        #[serde(default)]
+        flags: Option<IgnoredAny>,
     }
-
-    /// The source of a snapshot already parsed.
-    pub(crate) fn from_snapshot(snapshot: Snapshot) -> Source {
-        Source {
-            revision: snapshot.revision,
-            flags: snapshot.flags,
-            segments: snapshot.segments,
-            unreadable: BTreeSet::new(),
-        }
+    match serde_json::from_slice::<StateFile<'_>>(bytes)? {
+        StateFile { snapshot: Some(inner), flags: None } => ReceivedSnapshot::read(inner.get().as_bytes()),
+        _ => ReceivedSnapshot::read(bytes),
     }
-
-    fn apply(&mut self, change: Change, revision: u64) {
-        match change {
-            Change::UpsertFlag(flag) => {
-                let key = flag.flag().key.as_str();
-                self.unreadable.remove(key);
-                match self.flags.iter_mut().find(|f| f.flag().key.as_str() == key) {
-                    Some(slot) => *slot = flag,
-                    None => self.flags.push(flag),
-                }
-            }
-            Change::UnreadableFlag(key) => {
-                self.flags.retain(|f| f.flag().key.as_str() != key);
-                self.unreadable.insert(key);
-            }
-            Change::DeleteFlag(key) => {
-                self.flags.retain(|f| f.flag().key.as_str() != key);
-                self.unreadable.remove(&key);
-            }
-            Change::UpsertSegment(segment) => match self.segments.iter_mut().find(|s| s.key == segment.key) {
-                Some(slot) => *slot = segment,
-                None => self.segments.push(segment),
-            },
-            Change::RemoveSegment(key) => self.segments.retain(|s| s.key.as_str() != key),
-            Change::Other => {}
-        }
-        self.revision = revision;
-    }
-}
-
-/// One `patch` or `delete` of the stream.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Change {
-    UpsertFlag(ConfiguredFlag),
-    /// A flag patch this client cannot read: the flag evaluates as `MALFORMED_FLAG` from now on.
-    UnreadableFlag(String),
-    DeleteFlag(String),
-    UpsertSegment(Segment),
-    /// A deleted segment, or one this client cannot read.
-    RemoveSegment(String),
-    /// Something this client does not know (a newer server's item kind): only the revision moves.
-    Other,
-}
-
-#[derive(Deserialize)]
-struct RawChange {
-    kind: String,
-    key: String,
-    #[serde(default)]
-    flag: Option<Value>,
-    #[serde(default)]
-    config: Option<Value>,
-    #[serde(default)]
-    segment: Option<Value>,
-}
-
-/// Reads a `patch` or `delete` event's data (see the wire format in `vexil-streaming`).
-pub(crate) fn parse_change(event: &str, data: &str) -> Result<Change, serde_json::Error> {
-    let raw: RawChange = serde_json::from_str(data)?;
-    Ok(match (event, raw.kind.as_str()) {
-        ("delete", "flag") => Change::DeleteFlag(raw.key),
-        ("delete", "segment") => Change::RemoveSegment(raw.key),
-        ("patch", "flag") => {
-            let flag = json!({"flag": raw.flag, "config": raw.config});
-            match serde_json::from_value::<ConfiguredFlag>(flag) {
-                Ok(flag) if flag.flag().key.as_str() == raw.key => Change::UpsertFlag(flag),
-                Ok(_) => Change::UnreadableFlag(raw.key),
-                Err(error) => {
-                    tracing::warn!(flag = %raw.key, error = %error, "cannot read a flag patch; it evaluates as MALFORMED_FLAG");
-                    Change::UnreadableFlag(raw.key)
-                }
-            }
-        }
-        ("patch", "segment") => match raw.segment.map(serde_json::from_value::<Segment>) {
-            Some(Ok(segment)) if segment.key.as_str() == raw.key => Change::UpsertSegment(segment),
-            _ => {
-                tracing::warn!(segment = %raw.key, "cannot read a segment patch; leaving the segment out");
-                Change::RemoveSegment(raw.key)
-            }
-        },
-        _ => Change::Other,
-    })
-}
-
-/// Compiles a source for evaluation. Flags that cannot be evaluated here are left out and listed as
-/// unservable: unreadable ones, ones whose prerequisites are absent (outside the prefix) — and, if the
-/// engine still refuses, whichever flags its error names — so that one bad flag never costs the others.
-pub(crate) fn build(source: &Source) -> Result<Data, CompileError> {
-    let mut unservable: HashSet<Box<str>> = source.unreadable.iter().map(|key| key.as_str().into()).collect();
-    let mut flags: Vec<ConfiguredFlag> =
-        source.flags.iter().filter(|f| !f.flag().archived).cloned().collect();
-    loop {
-        let present: HashSet<&str> = flags.iter().map(|f| f.flag().key.as_str()).collect();
-        let missing: HashSet<String> = flags
-            .iter()
-            .filter(|f| f.config().prerequisites.iter().any(|p| !present.contains(p.key.as_str())))
-            .map(|f| f.flag().key.to_string())
-            .collect();
-        if missing.is_empty() {
-            break;
-        }
-        flags.retain(|f| !missing.contains(f.flag().key.as_str()));
-        unservable.extend(missing.into_iter().map(String::into_boxed_str));
-    }
-    let mut attempts = flags.len() + 1;
-    loop {
-        let snapshot =
-            Snapshot { revision: source.revision, flags: flags.clone(), segments: source.segments.clone() };
-        let error = match vexil_eval::compile(snapshot) {
-            Ok(compiled) => return Ok(Data { compiled, unservable }),
-            Err(error) => error,
-        };
-        let culprits: HashSet<String> = match &error {
-            CompileError::PrerequisiteCycle { path } => path.iter().map(ToString::to_string).collect(),
-            CompileError::DuplicateFlag(key) => HashSet::from([key.to_string()]),
-            other => other.location().map(|(flag, _)| flag.to_owned()).into_iter().collect(),
-        };
-        let before = flags.len();
-        flags.retain(|f| !culprits.contains(f.flag().key.as_str()));
-        if flags.len() == before || attempts == 0 {
-            return Err(error);
-        }
-        attempts -= 1;
-        tracing::warn!(error = %error, "leaving flags that cannot be compiled out of the snapshot");
-        unservable.extend(culprits.into_iter().map(String::into_boxed_str));
-    }
-}
-
-/// The keys of the flags whose evaluation may differ between `old` and `new`: flags added, removed or
-/// changed (or becoming readable or unreadable), flags using a segment that changed, and, to a fixed
-/// point, flags whose prerequisites are among those. Sorted.
-pub(crate) fn changed_keys(old: Option<&Source>, new: &Source) -> Vec<String> {
-    let empty = Source::default();
-    let old = old.unwrap_or(&empty);
-    fn flags_of(source: &Source) -> HashMap<&str, &ConfiguredFlag> {
-        source.flags.iter().map(|f| (f.flag().key.as_str(), f)).collect()
-    }
-    fn segments_of(source: &Source) -> HashMap<&str, &Segment> {
-        source.segments.iter().map(|s| (s.key.as_str(), s)).collect()
-    }
-    let (old_flags, new_flags) = (flags_of(old), flags_of(new));
-    let mut changed: BTreeSet<String> = old_flags
-        .keys()
-        .chain(new_flags.keys())
-        .filter(|key| old_flags.get(*key) != new_flags.get(*key))
-        .map(|key| (*key).to_owned())
-        .collect();
-    changed.extend(old.unreadable.symmetric_difference(&new.unreadable).cloned());
-
-    let (old_segments, new_segments) = (segments_of(old), segments_of(new));
-    let changed_segments: HashSet<&str> = old_segments
-        .keys()
-        .chain(new_segments.keys())
-        .filter(|key| old_segments.get(*key) != new_segments.get(*key))
-        .copied()
-        .collect();
-    let everything = || old.flags.iter().chain(&new.flags);
-    if !changed_segments.is_empty() {
-        for flag in everything() {
-            let uses_changed_segment =
-                flag.config().rules.iter().flat_map(|rule| &rule.clauses).any(|clause| {
-                    clause.op == Operator::SegmentMatch
-                        && clause
-                            .values
-                            .iter()
-                            .filter_map(Value::as_str)
-                            .any(|s| changed_segments.contains(s))
-                });
-            if uses_changed_segment {
-                changed.insert(flag.flag().key.to_string());
-            }
-        }
-    }
-    loop {
-        let dependents: Vec<String> = everything()
-            .filter(|flag| !changed.contains(flag.flag().key.as_str()))
-            .filter(|flag| flag.config().prerequisites.iter().any(|p| changed.contains(p.key.as_str())))
-            .map(|flag| flag.flag().key.to_string())
-            .collect();
-        if dependents.is_empty() {
-            break;
-        }
-        changed.extend(dependents);
-    }
-    changed.into_iter().collect()
 }
 
 /// Where a snapshot comes from; decides whether it replaces what the client has.
@@ -412,18 +149,18 @@ impl Store {
     /// Installs a whole snapshot, if `origin` says it should replace what the client has.
     pub(crate) fn install(&self, source: Source, origin: Origin) -> Result<Outcome, CompileError> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let have = writer.source.as_ref().map(|s| s.revision);
+        let have = writer.source.as_ref().map(|s| s.snapshot.revision);
         let replace = match (origin, writer.synced, have) {
             (Origin::Bootstrap, _, _) | (_, false, _) | (_, _, None) => true,
-            (Origin::Hydrate, true, Some(have)) => source.revision >= have,
-            (Origin::Poll, true, Some(have)) => source.revision > have,
+            (Origin::Hydrate, true, Some(have)) => source.snapshot.revision >= have,
+            (Origin::Poll, true, Some(have)) => source.snapshot.revision > have,
         };
         if !replace {
             return Ok(Outcome::Skipped { have });
         }
         let data = build(&source)?;
         let changed = changed_keys(writer.source.as_ref(), &source);
-        let revision = source.revision;
+        let revision = source.snapshot.revision;
         self.publish(data);
         writer.source = Some(source);
         writer.synced |= origin != Origin::Bootstrap;
@@ -432,11 +169,11 @@ impl Store {
 
     /// Applies a stream change at `revision`: skipped when it is not above the synced revision (or there
     /// is no synced data: a change only makes sense on top of a `hydrate`).
-    pub(crate) fn apply(&self, change: Change, revision: u64) -> Result<Outcome, CompileError> {
+    pub(crate) fn apply(&self, change: ReceivedChange, revision: u64) -> Result<Outcome, CompileError> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        let have = writer.source.as_ref().map(|s| s.revision);
+        let have = writer.source.as_ref().map(|s| s.snapshot.revision);
         let current = match &writer.source {
-            Some(source) if writer.synced && source.revision < revision => source,
+            Some(source) if writer.synced && source.snapshot.revision < revision => source,
             _ => return Ok(Outcome::Skipped { have }),
         };
         let mut next = current.clone();
@@ -451,7 +188,7 @@ impl Store {
     /// The revision of the synced data, for `Last-Event-ID` (none when there is only a bootstrap).
     pub(crate) fn synced_revision(&self) -> Option<u64> {
         let writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
-        writer.source.as_ref().filter(|_| writer.synced).map(|s| s.revision)
+        writer.source.as_ref().filter(|_| writer.synced).map(|s| s.snapshot.revision)
     }
 
     /// Whether a sync has installed data (not only a bootstrap).
@@ -467,8 +204,10 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
-    use serde_json::json;
-    use vexil_model::Context;
+    use std::collections::BTreeSet;
+
+    use serde_json::{Value, json};
+    use vexil_model::{Context, ErrorKind};
 
     use super::*;
 
@@ -483,14 +222,14 @@ mod tests {
     }
 
     fn source(value: Value) -> Source {
-        Source::parse(value.to_string().as_bytes()).unwrap()
+        read_snapshot_file(value.to_string().as_bytes()).unwrap()
     }
 
-    fn patch(key: &str, on: bool) -> Change {
+    fn patch(key: &str, on: bool) -> ReceivedChange {
         let mut data = flag(key, on);
         data["kind"] = json!("flag");
         data["key"] = json!(key);
-        parse_change("patch", &data.to_string()).unwrap()
+        ReceivedChange::read("patch", &data.to_string()).unwrap()
     }
 
     fn value(store: &Store, key: &str) -> Option<Value> {
@@ -505,10 +244,10 @@ mod tests {
     fn a_polled_body_a_hydrate_and_a_relay_state_file_are_all_read() {
         let snapshot = json!({"revision": 7, "flags": [flag("a", true)], "segments": []});
         let read = source(snapshot.clone());
-        assert_eq!((read.revision, read.flags.len()), (7, 1));
+        assert_eq!((read.snapshot.revision, read.snapshot.flags.len()), (7, 1));
         assert_eq!(source(json!({"revision": 7, "snapshot": snapshot})), read);
-        assert!(Source::parse(b"[1, 2]").is_err());
-        assert!(Source::parse(b"{\"flags\": []}").is_err(), "a snapshot has a revision");
+        assert!(read_snapshot_file(b"[1, 2]").is_err());
+        assert!(read_snapshot_file(b"{\"flags\": []}").is_err(), "a snapshot has a revision");
     }
 
     #[test]
@@ -567,7 +306,7 @@ mod tests {
         assert_eq!(store.apply(patch("a", false), 6).unwrap(), Outcome::Skipped { have: Some(6) });
         assert_eq!(store.apply(patch("a", false), 2).unwrap(), Outcome::Skipped { have: Some(6) });
         assert_eq!(value(&store, "a"), Some(json!(true)), "an old change is ignored");
-        let delete = parse_change("delete", r#"{"kind":"flag","key":"b"}"#).unwrap();
+        let delete = ReceivedChange::read("delete", r#"{"kind":"flag","key":"b"}"#).unwrap();
         assert_eq!(
             store.apply(delete, 7).unwrap(),
             Outcome::Installed { revision: 7, changed: vec!["b".into()] }
@@ -598,7 +337,7 @@ mod tests {
             )
             .unwrap();
         assert_eq!(value(&store, "after-beta"), Some(json!(false)));
-        let change = parse_change(
+        let change = ReceivedChange::read(
             "patch",
             &json!({"kind": "segment", "key": "beta", "segment": {"key": "beta", "included": ["user-1"]}})
                 .to_string(),
@@ -686,13 +425,15 @@ mod tests {
     fn unknown_changes_move_the_revision_only() {
         let store = Store::default();
         store.install(source(json!({"revision": 1, "flags": [flag("a", true)]})), Origin::Hydrate).unwrap();
-        let other = parse_change("patch", r#"{"kind":"experiment","key":"x","experiment":{}}"#).unwrap();
-        assert_eq!(other, Change::Other);
+        let other =
+            ReceivedChange::read("patch", r#"{"kind":"experiment","key":"x","experiment":{}}"#).unwrap();
+        assert_eq!(other, ReceivedChange::Other);
         assert_eq!(store.apply(other, 2).unwrap(), Outcome::Installed { revision: 2, changed: vec![] });
-        assert!(parse_change("patch", "not json").is_err());
+        assert!(ReceivedChange::read("patch", "not json").is_err());
         let unreadable =
-            parse_change("patch", r#"{"kind":"flag","key":"a","flag":{"key":"a"},"config":{}}"#).unwrap();
-        assert_eq!(unreadable, Change::UnreadableFlag("a".into()));
+            ReceivedChange::read("patch", r#"{"kind":"flag","key":"a","flag":{"key":"a"},"config":{}}"#)
+                .unwrap();
+        assert_eq!(unreadable, ReceivedChange::UnreadableFlag("a".into()));
         assert_eq!(
             store.apply(unreadable, 3).unwrap(),
             Outcome::Installed { revision: 3, changed: vec!["a".into()] }
