@@ -45,11 +45,13 @@
 
 #![deny(missing_docs)]
 
+mod delivery;
 mod error;
 mod keys;
 mod memory;
 mod redis;
 
+pub use delivery::Delivery;
 pub use error::{BusError, Result};
 pub use memory::{IN_PROCESS_EVENTS_CAP, InProcessBus};
 pub use redis::RedisBus;
@@ -184,17 +186,6 @@ pub struct Subscription {
 enum SubscriptionInner {
     Redis(RedisSubscription),
     InProcess(InProcessSubscription),
-}
-
-/// What a [`Subscription`] delivers.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Delivery {
-    /// A change event.
-    Change(ChangeEvent),
-    /// The subscription was re-established after a lost connection (Redis restarted, a cluster node
-    /// failed over). Events published while it was down were not delivered and never will be: the
-    /// subscriber should compare its revisions with [`Bus::environments`] now.
-    Resubscribed,
 }
 
 impl Subscription {

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use vexil_proto::{ChangeEvent, EnvironmentSnapshot};
 
-use crate::Delivery;
+use crate::delivery::Delivery;
 use crate::error::{BusError, Result};
 use crate::keys;
 

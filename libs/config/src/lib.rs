@@ -3,15 +3,19 @@
 //! 1. defaults in code ([`Settings::default`]),
 //! 2. `config/base.yaml`, then `config/<VEXIL_ENVIRONMENT>.yaml` (`local` by default), both optional,
 //!    looked up in `VEXIL_CONFIG_DIR` (default `./config`),
-//! 3. environment variables `VEXIL__<SECTION>__<KEY>`, e.g. `VEXIL__DATABASE__URL`,
-//! 4. `VEXIL_BOOTSTRAP_TOKEN`, the admin token automation can use on a fresh instance.
+//! 3. for standalone mode ([`Role::Standalone`]) only: human-readable logs (`log.format: pretty`),
+//! 4. environment variables `VEXIL__<SECTION>__<KEY>`, e.g. `VEXIL__DATABASE__URL`,
+//! 5. `VEXIL_BOOTSTRAP_TOKEN`, the admin token automation can use on a fresh instance, and
+//!    `VEXIL_RELAY_SERVER_KEY`, relay mode's upstream key (the same as `VEXIL__RELAY__SERVER_KEY`).
+//!
+//! Command-line flags (the `vexil` binary's) override all of these.
 //!
 //! This is the only place that reads the process environment for configuration.
 #![deny(missing_docs)]
 
 use std::path::PathBuf;
 
-use secrecy::SecretString;
+use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 
 /// Why the settings could not be loaded.
@@ -35,6 +39,8 @@ pub struct Settings {
     pub log: LogSettings,
     /// The data plane (streaming and evaluation services).
     pub dataplane: DataPlaneSettings,
+    /// Relay mode: a data-plane service following an upstream Vexil instead of the bus.
+    pub relay: RelaySettings,
     /// An admin token accepted from the first start (`VEXIL_BOOTSTRAP_TOKEN`).
     pub bootstrap_token: Option<SecretString>,
 }
@@ -55,8 +61,8 @@ pub struct ServerSettings {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct DatabaseSettings {
-    /// `postgres://...` or `sqlite://path`.
-    pub url: String,
+    /// `postgres://...` or `sqlite://path`: a secret, since it may carry a password.
+    pub url: SecretString,
     /// Pool size (PostgreSQL).
     pub max_connections: u32,
 }
@@ -112,6 +118,31 @@ pub struct DataPlaneSettings {
     pub events_stream_max_len: u64,
 }
 
+/// Relay mode (DESIGN.md §5): a streaming or evaluation service that takes one environment from an
+/// upstream Vexil's stream instead of from the bus, for another region, an edge site or an air-gapped
+/// network.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct RelaySettings {
+    /// Base URL of the upstream Vexil (standalone, or a load balancer in front of streaming and
+    /// evaluation), e.g. `http://vexil.example:8080`; empty: relay mode is off.
+    pub upstream: String,
+    /// The upstream environment's server key (it also authenticates SDKs here).
+    pub server_key: Option<SecretString>,
+    /// Where the relay persists its last snapshot, served on a restart while the upstream is down.
+    pub state_file: PathBuf,
+}
+
+impl Default for RelaySettings {
+    fn default() -> RelaySettings {
+        RelaySettings {
+            upstream: String::new(),
+            server_key: None,
+            state_file: "./data/relay-snapshot.json".into(),
+        }
+    }
+}
+
 impl Default for DataPlaneSettings {
     fn default() -> DataPlaneSettings {
         DataPlaneSettings {
@@ -156,31 +187,47 @@ impl Default for LogSettings {
     }
 }
 
+/// Which kind of process loads its settings: their defaults differ a little.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// A deployed service (control-api, streaming, evaluation): JSON logs for a log pipeline.
+    Service,
+    /// Standalone mode on someone's machine: logs for a person at a terminal.
+    Standalone,
+}
+
 impl Settings {
-    /// Loads the settings from every layer.
-    pub fn load() -> Result<Settings, ConfigError> {
+    /// Loads the settings from every layer, for a process of this `role`.
+    pub fn load(role: Role) -> Result<Settings, ConfigError> {
         let dir = std::env::var_os("VEXIL_CONFIG_DIR").map_or_else(|| PathBuf::from("config"), PathBuf::from);
         let environment = std::env::var("VEXIL_ENVIRONMENT").unwrap_or_else(|_| "local".into());
-        let builder = config::Config::builder()
+        let mut builder = config::Config::builder()
             .add_source(config::File::from(dir.join("base.yaml")).required(false))
-            .add_source(config::File::from(dir.join(format!("{environment}.yaml"))).required(false))
+            .add_source(config::File::from(dir.join(format!("{environment}.yaml"))).required(false));
+        if role == Role::Standalone {
+            builder =
+                builder.add_source(config::File::from_str("log: {format: pretty}", config::FileFormat::Yaml));
+        }
+        let builder = builder
             .add_source(config::Environment::with_prefix("VEXIL").prefix_separator("__").separator("__"))
-            .set_override_option("bootstrap_token", std::env::var("VEXIL_BOOTSTRAP_TOKEN").ok())?;
+            .set_override_option("bootstrap_token", std::env::var("VEXIL_BOOTSTRAP_TOKEN").ok())?
+            .set_override_option("relay.server_key", std::env::var("VEXIL_RELAY_SERVER_KEY").ok())?;
         Ok(builder.build()?.try_deserialize()?)
     }
 
     /// The settings as a log line: everything but secrets.
     pub fn describe(&self) -> String {
         format!(
-            "server={}:{} database={} bus={} max_body_bytes={} log={}/{} bootstrap_token={}",
+            "server={}:{} database={} bus={} max_body_bytes={} log={}/{} bootstrap_token={} relay={}",
             self.server.host,
             self.server.port,
-            redact_url(&self.database.url),
+            redact_url(self.database.url.expose_secret()),
             redact_url(&self.bus.url),
             self.api.max_body_bytes,
             self.log.format,
             self.log.level,
             if self.bootstrap_token.is_some() { "set" } else { "unset" },
+            if self.relay.upstream.is_empty() { "off" } else { &self.relay.upstream },
         )
     }
 }

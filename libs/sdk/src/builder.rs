@@ -9,12 +9,12 @@ use tokio_util::sync::CancellationToken;
 use vexil_model::Snapshot;
 use vexil_protocol::server::ReceivedSnapshot;
 
-use crate::State;
 use crate::client::{Client, Inner};
 use crate::error::{Error, Result, SnapshotError};
 use crate::events::{EventQueue, EventSender};
+use crate::health::State;
 use crate::shared::{Shared, monitor};
-use crate::store::{self, Origin, Source};
+use crate::store::{self, Origin};
 use crate::sync::{self, SyncConfig};
 
 impl Client {
@@ -323,7 +323,7 @@ impl ClientBuilder {
     }
 
     /// The bootstrap snapshot and when its data was current (the file's modification time).
-    async fn load_bootstrap(&self) -> Result<Option<(Source, Instant)>> {
+    async fn load_bootstrap(&self) -> Result<Option<(ReceivedSnapshot, Instant)>> {
         let Some(path) = self.bootstrap_file.clone() else {
             return Ok(self.bootstrap.clone().map(|snapshot| {
                 (ReceivedSnapshot { snapshot, ..ReceivedSnapshot::default() }, Instant::now())

@@ -11,8 +11,27 @@ use tokio_util::sync::CancellationToken;
 use vexil_model::{Context, ErrorKind, Flag, FlagKey, Reason};
 
 use crate::events::{Event, EventKind, EventQueue, now_ms};
-use crate::shared::Shared;
-use crate::{EvaluationDetail, FlagChange, State, SyncEvent};
+use crate::health::State;
+use crate::shared::{FlagChange, Shared};
+use crate::sync::SyncEvent;
+
+/// The result of an evaluation: the value (the flag's, or the caller's default), the variation served,
+/// its OpenFeature variant, and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvaluationDetail<T> {
+    /// The flag's value, or the caller's default.
+    pub value: T,
+    /// The index of the variation served, when the flag's value was used.
+    pub variation: Option<usize>,
+    /// The variation's name (or its index as text), when the flag's value was used.
+    pub variant: Option<String>,
+    /// Why: `OFF`, `TARGET_MATCH`, `RULE_MATCH`, `FALLTHROUGH`, `PREREQUISITE_FAILED`, or `ERROR` with its
+    /// kind (`NOT_READY` before any data, `FLAG_NOT_FOUND`, `WRONG_TYPE`, ...).
+    pub reason: Reason<'static>,
+    /// Whether a percentage rollout picked the variation (of the matching rule, or of the
+    /// fallthrough): OpenFeature's `SPLIT`. `false` when the caller's default is served.
+    pub in_rollout: bool,
+}
 
 /// A Vexil server SDK client: one environment's flags, kept in sync in the background and evaluated
 /// locally. Cheap to clone (clones share everything); `Send + Sync`.

@@ -3,7 +3,18 @@
 
 use std::time::{Duration, Instant};
 
-use crate::State;
+/// The client's state (DESIGN.md §7). See the [crate documentation](crate#state-and-age-of-the-data).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// No data yet: evaluations serve the caller's default with `ERROR NOT_READY`.
+    Initializing,
+    /// The data is current: the stream is connected, or a sync confirmed it within the grace period.
+    Ready,
+    /// Serving data that no sync has confirmed for longer than the grace period, or only a bootstrap.
+    Stale,
+    /// Offline mode: never touches the network.
+    Offline,
+}
 
 /// What the sync knows about its sources. [`Health::state`] derives the [`State`] from it.
 #[derive(Debug, Clone, Default)]

@@ -120,87 +120,9 @@ mod store;
 pub mod sync;
 
 pub use builder::ClientBuilder;
-pub use client::Client;
+pub use client::{Client, EvaluationDetail};
 pub use error::{Error, Result, SnapshotError};
+pub use health::State;
+pub use shared::FlagChange;
+pub use sync::SyncEvent;
 pub use vexil_model::{Context, ErrorKind, Reason};
-
-/// The client's state (DESIGN.md §7). See the [crate documentation](crate#state-and-age-of-the-data).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum State {
-    /// No data yet: evaluations serve the caller's default with `ERROR NOT_READY`.
-    Initializing,
-    /// The data is current: the stream is connected, or a sync confirmed it within the grace period.
-    Ready,
-    /// Serving data that no sync has confirmed for longer than the grace period, or only a bootstrap.
-    Stale,
-    /// Offline mode: never touches the network.
-    Offline,
-}
-
-/// The result of an evaluation: the value (the flag's, or the caller's default), the variation served,
-/// its OpenFeature variant, and why.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EvaluationDetail<T> {
-    /// The flag's value, or the caller's default.
-    pub value: T,
-    /// The index of the variation served, when the flag's value was used.
-    pub variation: Option<usize>,
-    /// The variation's name (or its index as text), when the flag's value was used.
-    pub variant: Option<String>,
-    /// Why: `OFF`, `TARGET_MATCH`, `RULE_MATCH`, `FALLTHROUGH`, `PREREQUISITE_FAILED`, or `ERROR` with its
-    /// kind (`NOT_READY` before any data, `FLAG_NOT_FOUND`, `WRONG_TYPE`, ...).
-    pub reason: Reason<'static>,
-    /// Whether a percentage rollout picked the variation (of the matching rule, or of the
-    /// fallthrough): OpenFeature's `SPLIT`. `false` when the caller's default is served.
-    pub in_rollout: bool,
-}
-
-/// Flags changed: the revision the client is now at, and the keys whose evaluation may differ —
-/// flags added, changed or removed, flags using a segment that changed, and flags whose prerequisites
-/// are among those. A `hydrate` that replaced the data reports only the flags that differ (all of them
-/// on the first one); a change that affects no flag is not reported.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FlagChange {
-    /// The environment's revision after the change.
-    pub revision: u64,
-    /// The flags whose configuration changed, sorted.
-    pub keys: Vec<String>,
-}
-
-/// What the background sync did, for monitoring and tests ([`Client::subscribe_sync_events`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum SyncEvent {
-    /// `GET /v1/flags` answered: `200` (with the revision of the body), `304` (with the revision the
-    /// client has), or an error status (no revision).
-    Polled {
-        /// The HTTP status.
-        status: u16,
-        /// The revision, as above.
-        revision: Option<u64>,
-    },
-    /// `GET /v1/flags` got no answer (connection refused, timeout, ...).
-    PollFailed {
-        /// Why.
-        reason: String,
-    },
-    /// The stream is open (`200`).
-    StreamConnected,
-    /// The stream could not be opened (no connection, or a status other than `200`).
-    StreamConnectFailed {
-        /// Why.
-        reason: String,
-    },
-    /// A `hydrate`, `patch` or `delete` arrived and was applied or skipped (not above the revision).
-    StreamEvent {
-        /// `hydrate`, `patch` or `delete`.
-        event: String,
-        /// Its id: the environment's revision after it.
-        revision: u64,
-    },
-    /// An open stream ended, failed, went silent, or carried something unusable.
-    StreamDisconnected {
-        /// Why.
-        reason: String,
-    },
-}

@@ -9,13 +9,24 @@ use tokio::sync::{Notify, broadcast, watch};
 use tokio_util::sync::CancellationToken;
 use vexil_protocol::server::{ReceivedChange, ReceivedSnapshot};
 
-use crate::health::Health;
+use crate::health::{Health, State};
 use crate::store::{self, Store};
-use crate::sync::{self, Target, TargetError};
-use crate::{FlagChange, State, SyncEvent};
+use crate::sync::{self, SyncEvent, Target, TargetError};
 
 /// Capacity of the change and sync-event channels.
 const CHANNEL_CAPACITY: usize = 256;
+
+/// Flags changed: the revision the client is now at, and the keys whose evaluation may differ —
+/// flags added, changed or removed, flags using a segment that changed, and flags whose prerequisites
+/// are among those. A `hydrate` that replaced the data reports only the flags that differ (all of them
+/// on the first one); a change that affects no flag is not reported.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlagChange {
+    /// The environment's revision after the change.
+    pub revision: u64,
+    /// The flags whose configuration changed, sorted.
+    pub keys: Vec<String>,
+}
 
 /// What the client and its background tasks share.
 pub(crate) struct Shared {

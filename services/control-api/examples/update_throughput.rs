@@ -117,7 +117,7 @@ async fn main() -> anyhow::Result<()> {
     let mut settings = Settings::default();
     settings.server.host = "127.0.0.1".into();
     settings.server.port = 0;
-    settings.database.url = database.url().to_owned();
+    settings.database.url = database.url().to_owned().into();
     settings.database.max_connections = options.pool;
     let application = Application::build(settings, store.clone(), bus.clone()).await?;
     let base = format!("http://127.0.0.1:{}/api/v1", application.port());

@@ -1,6 +1,9 @@
 //! The evaluation context of a client stream, which travels in the URL (EventSource sends no body and
 //! no headers): `?context=<base64url of the context JSON>`.
 
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use vexil_model::Context;
 
 /// Why a `context` parameter was refused.
@@ -37,32 +40,25 @@ pub fn parse(encoded: &str) -> Result<Context, ContextError> {
     serde_json::from_value(value).map_err(|error| ContextError::NotAContext(error.to_string()))
 }
 
-/// Base64url without a dependency for twenty lines.
+/// Base64url, padded or not; the standard alphabet's `+` and `/` are accepted too (a context encoded
+/// with the wrong alphabet is still unambiguous).
 fn decode_base64url(encoded: &str) -> Option<Vec<u8>> {
-    fn sextet(c: u8) -> Option<u32> {
-        Some(u32::from(match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'-' | b'+' => 62,
-            b'_' | b'/' => 63,
-            _ => return None,
-        }))
-    }
-    let trimmed = encoded.trim().trim_end_matches('=').as_bytes();
-    if trimmed.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(trimmed.len() * 3 / 4);
-    for chunk in trimmed.chunks(4) {
-        let mut bits = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            bits |= sextet(c)? << (18 - 6 * i);
-        }
-        let bytes = bits.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    Some(out)
+    const LENIENT: GeneralPurpose = GeneralPurpose::new(
+        &alphabet::URL_SAFE,
+        GeneralPurposeConfig::new()
+            .with_decode_padding_mode(DecodePaddingMode::Indifferent)
+            .with_decode_allow_trailing_bits(true),
+    );
+    let url_safe: String = encoded
+        .trim()
+        .chars()
+        .map(|c| match c {
+            '+' => '-',
+            '/' => '_',
+            c => c,
+        })
+        .collect();
+    LENIENT.decode(url_safe).ok()
 }
 
 #[cfg(test)]

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use secrecy::{ExposeSecret, SecretString};
 use vexil::{Background, DatabaseSnapshots, standalone};
 use vexil_bus::Bus;
-use vexil_config::Settings;
+use vexil_config::{Role, Settings};
 use vexil_control_api::Application;
 use vexil_control_api::bootstrap::{FirstStart, first_start};
 use vexil_dataplane::{BusSync, Cache, UpstreamSync};
@@ -69,20 +70,21 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let mut settings = Settings::load().context("loading settings")?;
+    let role =
+        if matches!(cli.command, Command::Standalone { .. }) { Role::Standalone } else { Role::Service };
+    let mut settings = Settings::load(role).context("loading settings")?;
     match cli.command {
         Command::Standalone { port, host, data_dir } => {
             std::fs::create_dir_all(&data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
             settings.server.port = port;
             settings.server.host = host;
-            settings.database.url = format!("sqlite://{}", data_dir.join("vexil.db").display());
+            settings.database.url = format!("sqlite://{}", data_dir.join("vexil.db").display()).into();
             settings.bus.url = "memory://".into();
-            if std::env::var_os("VEXIL__LOG__FORMAT").is_none() {
-                settings.log.format = "pretty".into();
-            }
             vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
             tracing::info!(settings = %settings.describe(), "starting standalone");
-            let store = Store::connect(&settings.database.url).await.context("opening the database")?;
+            let store = Store::connect(settings.database.url.expose_secret())
+                .await
+                .context("opening the database")?;
             store.migrate().await.context("migrating the database")?;
             if let Some(created) = first_start(&store, &settings).await? {
                 print_first_start(&created, &settings);
@@ -92,9 +94,10 @@ async fn main() -> anyhow::Result<()> {
         Command::ControlApi { migrate } => {
             vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
             tracing::info!(settings = %settings.describe(), "starting control-api");
-            let store = Store::connect_with(&settings.database.url, settings.database.max_connections)
-                .await
-                .context("connecting to the database")?;
+            let store =
+                Store::connect_with(settings.database.url.expose_secret(), settings.database.max_connections)
+                    .await
+                    .context("connecting to the database")?;
             if migrate {
                 store.migrate().await.context("migrating the database")?;
             }
@@ -106,12 +109,13 @@ async fn main() -> anyhow::Result<()> {
             serve(settings, store, bus).await
         }
         Command::Evaluation { relay } => {
+            relay.apply_to(&mut settings);
             vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
             tracing::info!(settings = %settings.describe(), "starting evaluation");
             let mut background = Background::new();
-            let (bus, cache) = if relay.upstream.is_some() {
+            let (bus, cache) = if !settings.relay.upstream.is_empty() {
                 // Relay mode: no Redis. Events posted to /v1/events stay in this process.
-                (Bus::in_process(), start_upstream_sync(&relay, &mut background)?)
+                (Bus::in_process(), start_upstream_sync(&settings, &mut background)?)
             } else {
                 let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
                 (bus.clone(), start_sync(&settings, bus, &mut background).await)
@@ -124,11 +128,12 @@ async fn main() -> anyhow::Result<()> {
             served
         }
         Command::Streaming { relay } => {
+            relay.apply_to(&mut settings);
             vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
             tracing::info!(settings = %settings.describe(), "starting streaming");
             let mut background = Background::new();
-            let cache = if relay.upstream.is_some() {
-                start_upstream_sync(&relay, &mut background)?
+            let cache = if !settings.relay.upstream.is_empty() {
+                start_upstream_sync(&settings, &mut background)?
             } else {
                 let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
                 start_sync(&settings, bus, &mut background).await
@@ -141,7 +146,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Migrate => {
             vexil_telemetry::init_logging(&settings.log.format, &settings.log.level);
-            let store = Store::connect(&settings.database.url).await.context("connecting to the database")?;
+            let store = Store::connect(settings.database.url.expose_secret())
+                .await
+                .context("connecting to the database")?;
             store.migrate().await.context("migrating the database")?;
             tracing::info!("migrations applied");
             Ok(())
@@ -155,7 +162,7 @@ async fn start_sync(settings: &Settings, bus: Bus, background: &mut Background) 
     let cache = Cache::new();
     let mut sync = BusSync::new(cache.clone(), bus)
         .refresh_every(Duration::from_secs(settings.dataplane.resync_seconds.max(1)));
-    match Store::connect_with(&settings.database.url, 4).await {
+    match Store::connect_with(settings.database.url.expose_secret(), 4).await {
         Ok(store) => sync = sync.with_database(DatabaseSnapshots::new(store)),
         Err(error) => {
             tracing::warn!(error = %error, "no database for warm starts; syncing from the bus only")
@@ -206,32 +213,53 @@ fn print_first_start(created: &FirstStart, settings: &Settings) {
     println!();
 }
 
-/// Relay mode (DESIGN.md §5): take the snapshots of one environment from an upstream Vexil's
-/// `/v1/stream` instead of Redis.
+/// Relay mode (DESIGN.md §5): take the snapshots of one environment from an upstream Vexil instead of
+/// Redis. Each flag overrides its setting (`relay.*`, `VEXIL__RELAY__*`).
 #[derive(clap::Args)]
 struct RelayArgs {
-    /// Base URL of an upstream Vexil (streaming or standalone) to relay from, e.g.
-    /// `http://vexil.example:8080`. Without it, the service follows Redis.
+    /// Base URL of an upstream Vexil to relay from (standalone, or a load balancer in front of its
+    /// streaming and evaluation services), e.g. `http://vexil.example:8080`. Without it (and without
+    /// `relay.upstream`), the service follows Redis.
     #[arg(long)]
     upstream: Option<String>,
-    /// The upstream environment's server key (required with `--upstream`; it also authenticates
-    /// SDKs here).
-    #[arg(long, requires = "upstream", env = "VEXIL_RELAY_SERVER_KEY", hide_env_values = true)]
+    /// The upstream environment's server key (it also authenticates SDKs here). Prefer the
+    /// `VEXIL_RELAY_SERVER_KEY` variable: a flag shows in the process list.
+    #[arg(long)]
     server_key: Option<String>,
-    /// Where the relay persists its last snapshot, served on a restart while the upstream is down.
-    #[arg(long, default_value = "./data/relay-snapshot.json")]
-    state_file: PathBuf,
+    /// Where the relay persists its last snapshot, served on a restart while the upstream is down
+    /// (default `./data/relay-snapshot.json`).
+    #[arg(long)]
+    state_file: Option<PathBuf>,
 }
 
-/// Keeps a data-plane cache current from an upstream stream; the replica answers 503 until its first
-/// hydrate, unless the state file has a snapshot.
-fn start_upstream_sync(relay: &RelayArgs, background: &mut Background) -> anyhow::Result<Cache> {
-    let upstream = relay.upstream.as_deref().context("--upstream is required in relay mode")?;
-    let key = relay.server_key.as_deref().context("--server-key is required with --upstream")?;
-    tracing::info!(upstream, state_file = %relay.state_file.display(), "relay mode: following the upstream");
+impl RelayArgs {
+    /// The flags given, over the settings.
+    fn apply_to(self, settings: &mut Settings) {
+        if let Some(upstream) = self.upstream {
+            settings.relay.upstream = upstream;
+        }
+        if let Some(key) = self.server_key {
+            settings.relay.server_key = Some(SecretString::from(key));
+        }
+        if let Some(path) = self.state_file {
+            settings.relay.state_file = path;
+        }
+    }
+}
+
+/// Keeps a data-plane cache current from an upstream (`settings.relay`); the replica answers 503 until
+/// its first snapshot, unless the state file has one.
+fn start_upstream_sync(settings: &Settings, background: &mut Background) -> anyhow::Result<Cache> {
+    let relay = &settings.relay;
+    let key = relay
+        .server_key
+        .as_ref()
+        .context("relay mode needs the upstream's server key: --server-key, or VEXIL_RELAY_SERVER_KEY")?;
+    tracing::info!(upstream = relay.upstream, state_file = %relay.state_file.display(), "relay mode: following the upstream");
     let cache = Cache::new();
     let sync =
-        UpstreamSync::new(cache.clone(), upstream, key, relay.state_file.clone()).context("--server-key")?;
+        UpstreamSync::new(cache.clone(), &relay.upstream, key.expose_secret(), relay.state_file.clone())
+            .context("relay mode settings")?;
     background.spawn("relay mode", sync.run(background.shutdown()));
     Ok(cache)
 }

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use vexil_eval::{CompileError, CompiledSnapshot, Detail};
 use vexil_model::{ConfiguredFlag, Context, ErrorKind, Snapshot};
 
-use super::Source;
+use vexil_protocol::server::ReceivedSnapshot;
 
 /// What evaluations read: one environment compiled, at one revision.
 #[derive(Debug)]
@@ -46,7 +46,7 @@ impl Data {
 /// Compiles a source for evaluation. Flags that cannot be evaluated here are left out and listed as
 /// unservable: unreadable ones, ones whose prerequisites are absent (outside the prefix) — and, if the
 /// engine still refuses, whichever flags its error names — so that one bad flag never costs the others.
-pub(crate) fn build(source: &Source) -> Result<Data, CompileError> {
+pub(crate) fn build(source: &ReceivedSnapshot) -> Result<Data, CompileError> {
     let mut unservable: HashSet<Box<str>> = source.unreadable.iter().map(|key| key.as_str().into()).collect();
     let mut flags: Vec<ConfiguredFlag> =
         source.snapshot.flags.iter().filter(|f| !f.flag().archived).cloned().collect();

@@ -5,18 +5,18 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use serde_json::Value;
 use vexil_model::{ConfiguredFlag, Operator, Segment};
 
-use super::Source;
+use vexil_protocol::server::ReceivedSnapshot;
 
 /// The keys of the flags whose evaluation may differ between `old` and `new`: flags added, removed or
 /// changed (or becoming readable or unreadable), flags using a segment that changed, and, to a fixed
 /// point, flags whose prerequisites are among those. Sorted.
-pub(crate) fn changed_keys(old: Option<&Source>, new: &Source) -> Vec<String> {
-    let empty = Source::default();
+pub(crate) fn changed_keys(old: Option<&ReceivedSnapshot>, new: &ReceivedSnapshot) -> Vec<String> {
+    let empty = ReceivedSnapshot::default();
     let old = old.unwrap_or(&empty);
-    fn flags_of(source: &Source) -> HashMap<&str, &ConfiguredFlag> {
+    fn flags_of(source: &ReceivedSnapshot) -> HashMap<&str, &ConfiguredFlag> {
         source.snapshot.flags.iter().map(|f| (f.flag().key.as_str(), f)).collect()
     }
-    fn segments_of(source: &Source) -> HashMap<&str, &Segment> {
+    fn segments_of(source: &ReceivedSnapshot) -> HashMap<&str, &Segment> {
         source.snapshot.segments.iter().map(|s| (s.key.as_str(), s)).collect()
     }
     let (old_flags, new_flags) = (flags_of(old), flags_of(new));

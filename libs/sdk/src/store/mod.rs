@@ -23,14 +23,9 @@ pub(crate) use compile::Data;
 use compile::build;
 use diff::changed_keys;
 
-/// Everything the sync received for the environment: the flags and segments it could read, and the
-/// keys of the flags it could not (the protocol's lenient reading of a snapshot, kept up to date by
-/// [`ReceivedSnapshot::apply`]).
-pub(crate) type Source = ReceivedSnapshot;
-
 /// Reads a snapshot file: a `GET /v1/flags` body, a `hydrate`'s data, or a relay's state file
 /// (`{"revision", "snapshot"}`).
-pub(crate) fn read_snapshot_file(bytes: &[u8]) -> Result<Source, serde_json::Error> {
+pub(crate) fn read_snapshot_file(bytes: &[u8]) -> Result<ReceivedSnapshot, serde_json::Error> {
     #[derive(Deserialize)]
     struct StateFile<'a> {
         #[serde(default, borrow)]
@@ -67,7 +62,7 @@ pub(crate) enum Outcome {
 
 #[derive(Debug, Default)]
 struct Writer {
-    source: Option<Source>,
+    source: Option<ReceivedSnapshot>,
     /// Whether the source came from a sync (not only a bootstrap).
     synced: bool,
 }
@@ -147,7 +142,7 @@ impl Store {
     }
 
     /// Installs a whole snapshot, if `origin` says it should replace what the client has.
-    pub(crate) fn install(&self, source: Source, origin: Origin) -> Result<Outcome, CompileError> {
+    pub(crate) fn install(&self, source: ReceivedSnapshot, origin: Origin) -> Result<Outcome, CompileError> {
         let mut writer = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
         let have = writer.source.as_ref().map(|s| s.snapshot.revision);
         let replace = match (origin, writer.synced, have) {
@@ -221,7 +216,7 @@ mod tests {
                "config": config})
     }
 
-    fn source(value: Value) -> Source {
+    fn source(value: Value) -> ReceivedSnapshot {
         read_snapshot_file(value.to_string().as_bytes()).unwrap()
     }
 

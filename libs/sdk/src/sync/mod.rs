@@ -33,9 +33,8 @@ pub use config::{
     DEFAULT_DEAD_STREAM_AFTER, DEFAULT_MAX_BACKOFF, DEFAULT_MIN_BACKOFF, DEFAULT_POLL_INTERVAL,
     DEFAULT_REFRESH_INTERVAL, DEFAULT_REQUEST_TIMEOUT, SyncConfig,
 };
-pub use target::{Origin, Outcome, Target, TargetError};
+pub use target::{Origin, Outcome, SyncEvent, Target, TargetError};
 
-use crate::SyncEvent;
 use crate::backoff::Backoff;
 
 /// Syncs `target` as `config` says until `shutdown` is cancelled. `http` is the client it requests with

@@ -4,8 +4,6 @@ use std::future::Future;
 
 use vexil_protocol::server::{ReceivedChange, ReceivedSnapshot};
 
-use crate::SyncEvent;
-
 /// Why a target could not take what the sync received (a snapshot that does not compile, say). The sync
 /// then reconnects for a fresh `hydrate`.
 pub type TargetError = Box<dyn std::error::Error + Send + Sync>;
@@ -65,4 +63,42 @@ pub trait Target: Send + Sync + 'static {
     fn observe(&self, event: SyncEvent) {
         let _ = event;
     }
+}
+
+/// What the background sync did, for monitoring and tests ([`Client::subscribe_sync_events`](crate::Client::subscribe_sync_events)).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SyncEvent {
+    /// `GET /v1/flags` answered: `200` (with the revision of the body), `304` (with the revision the
+    /// client has), or an error status (no revision).
+    Polled {
+        /// The HTTP status.
+        status: u16,
+        /// The revision, as above.
+        revision: Option<u64>,
+    },
+    /// `GET /v1/flags` got no answer (connection refused, timeout, ...).
+    PollFailed {
+        /// Why.
+        reason: String,
+    },
+    /// The stream is open (`200`).
+    StreamConnected,
+    /// The stream could not be opened (no connection, or a status other than `200`).
+    StreamConnectFailed {
+        /// Why.
+        reason: String,
+    },
+    /// A `hydrate`, `patch` or `delete` arrived and was applied or skipped (not above the revision).
+    StreamEvent {
+        /// `hydrate`, `patch` or `delete`.
+        event: String,
+        /// Its id: the environment's revision after it.
+        revision: u64,
+    },
+    /// An open stream ended, failed, went silent, or carried something unusable.
+    StreamDisconnected {
+        /// Why.
+        reason: String,
+    },
 }

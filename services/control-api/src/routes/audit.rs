@@ -66,7 +66,7 @@ fn instant(name: &str, value: Option<String>) -> Result<Option<OffsetDateTime>, 
 /// only their records.
 #[utoipa::path(tag = "audit", params(AuditParams), responses((status = 200, body = AuditPage), (status = 400, body = Problem)))]
 #[get("/audit")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = ?params.project, environment = ?params.environment, flag = ?params.flag))]
 async fn list_audit(
     state: web::Data<AppState>,
     auth: Auth<Viewer>,
@@ -109,7 +109,7 @@ async fn list_audit(
 /// Recompute the audit log's hash chain: reports the first altered, missing or removed record.
 #[utoipa::path(tag = "audit", responses((status = 200, body = Object)))]
 #[get("/audit/verify")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(token = %_auth.token.id))]
 async fn verify_audit(
     state: web::Data<AppState>,
     _auth: Auth<GlobalAdmin>,

@@ -94,7 +94,7 @@ async fn list_flags(
 /// Get a flag. Its `ETag` is its version, for `If-Match` on `PATCH`.
 #[utoipa::path(tag = "flags", responses((status = 200, body = FlagView), (status = 404, body = Problem)))]
 #[get("/projects/{project}/flags/{flag}")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, flag = %path.1))]
 async fn get_flag(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
@@ -112,7 +112,7 @@ async fn get_flag(
 #[utoipa::path(tag = "flags", request_body(content = Object, content_type = "application/merge-patch+json"),
     responses((status = 200, body = FlagView), (status = 412, body = Problem), (status = 422, body = Problem)))]
 #[patch("/projects/{project}/flags/{flag}")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, flag = %path.1))]
 async fn update_flag(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -165,7 +165,7 @@ fn merge_patch(target: &mut Value, patch: &Value) {
 /// Delete a flag from every environment. Refused while another flag names it as a prerequisite.
 #[utoipa::path(tag = "flags", responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 #[delete("/projects/{project}/flags/{flag}")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, flag = %path.1))]
 async fn delete_flag(
     state: web::Data<AppState>,
     auth: Auth<Editor>,
@@ -180,7 +180,7 @@ async fn delete_flag(
 /// Get a flag's configuration in an environment. Its `ETag` is its version, for `If-Match` on `PUT`.
 #[utoipa::path(tag = "flags", responses((status = 200, body = FlagConfigView), (status = 404, body = Problem)))]
 #[get("/projects/{project}/flags/{flag}/environments/{environment}")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, flag = %path.1, environment = %path.2))]
 async fn get_flag_config(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
@@ -198,7 +198,7 @@ async fn get_flag_config(
 #[utoipa::path(tag = "flags", request_body = FlagConfigSpec,
     responses((status = 200, body = FlagConfigView), (status = 412, body = Problem), (status = 422, body = Problem)))]
 #[put("/projects/{project}/flags/{flag}/environments/{environment}")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, flag = %path.1, environment = %path.2))]
 async fn put_flag_config(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -226,7 +226,7 @@ pub struct Toggle {
 /// Turn a flag on or off in an environment, leaving the rest of its configuration alone: the kill switch.
 #[utoipa::path(tag = "flags", request_body = Toggle, responses((status = 200, body = FlagConfigView), (status = 404, body = Problem)))]
 #[post("/projects/{project}/flags/{flag}/environments/{environment}/toggle")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, flag = %path.1, environment = %path.2))]
 async fn toggle_flag(
     state: web::Data<AppState>,
     auth: Auth<Editor>,

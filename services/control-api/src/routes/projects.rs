@@ -80,7 +80,7 @@ async fn create_project(
 /// List the projects the token covers.
 #[utoipa::path(tag = "projects", responses((status = 200, body = Vec<ProjectView>)))]
 #[get("/projects")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(by = %auth.token.id))]
 async fn list_projects(state: web::Data<AppState>, auth: Auth<Viewer>) -> Result<HttpResponse, HandlerError> {
     let projects = state.store.list_projects().await?;
     let visible: Vec<ProjectView> =
@@ -198,7 +198,7 @@ async fn list_environments(
 /// Get an environment, with its current revision.
 #[utoipa::path(tag = "environments", responses((status = 200, body = EnvironmentView), (status = 404, body = Problem)))]
 #[get("/projects/{project}/environments/{environment}")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, environment = %path.1))]
 async fn get_environment(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
@@ -220,7 +220,7 @@ pub struct UpdateEnvironment {
 /// Rename an environment.
 #[utoipa::path(tag = "environments", request_body = UpdateEnvironment, responses((status = 200, body = EnvironmentView)))]
 #[patch("/projects/{project}/environments/{environment}")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, environment = %path.1))]
 async fn update_environment(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
@@ -238,7 +238,7 @@ async fn update_environment(
 /// Delete an environment and everything in it.
 #[utoipa::path(tag = "environments", responses((status = 204), (status = 404, body = Problem)))]
 #[delete("/projects/{project}/environments/{environment}")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, environment = %path.1))]
 async fn delete_environment(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
@@ -255,7 +255,7 @@ async fn delete_environment(
 /// List an environment's SDK keys: ids and prefixes, never secrets.
 #[utoipa::path(tag = "environments", responses((status = 200, body = Vec<KeyView>)))]
 #[get("/projects/{project}/environments/{environment}/keys")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, environment = %path.1))]
 async fn list_keys(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
@@ -277,7 +277,7 @@ pub struct RotateKeys {
 /// Issue new server and client keys; the current ones keep working for the overlap window.
 #[utoipa::path(tag = "environments", request_body(content = Option<RotateKeys>), responses((status = 200, body = NewKeysView)))]
 #[post("/projects/{project}/environments/{environment}/keys/rotate")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, environment = %path.1))]
 async fn rotate_keys(
     state: web::Data<AppState>,
     auth: Auth<Admin>,

@@ -29,7 +29,7 @@ fn keys(project: String, environment: String) -> Result<(ProjectKey, Environment
 #[utoipa::path(tag = "segments", request_body = SegmentSpec,
     responses((status = 201, body = SegmentView), (status = 409, body = Problem), (status = 422, body = Problem)))]
 #[post("/projects/{project}/environments/{environment}/segments")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, environment = %path.1))]
 async fn create_segment(
     state: web::Data<AppState>,
     auth: Auth<Editor>,
@@ -46,7 +46,7 @@ async fn create_segment(
 /// List an environment's segments.
 #[utoipa::path(tag = "segments", responses((status = 200, body = Vec<SegmentView>)))]
 #[get("/projects/{project}/environments/{environment}/segments")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, environment = %path.1))]
 async fn list_segments(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
@@ -61,7 +61,7 @@ async fn list_segments(
 /// Get a segment. Its `ETag` is its version.
 #[utoipa::path(tag = "segments", responses((status = 200, body = SegmentView), (status = 404, body = Problem)))]
 #[get("/projects/{project}/environments/{environment}/segments/{segment}")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, environment = %path.1, segment = %path.2))]
 async fn get_segment(
     state: web::Data<AppState>,
     _auth: Auth<Viewer>,
@@ -78,7 +78,7 @@ async fn get_segment(
 #[utoipa::path(tag = "segments", request_body = SegmentSpec,
     responses((status = 200, body = SegmentView), (status = 412, body = Problem), (status = 422, body = Problem)))]
 #[put("/projects/{project}/environments/{environment}/segments/{segment}")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, environment = %path.1, segment = %path.2))]
 async fn update_segment(
     req: HttpRequest,
     state: web::Data<AppState>,
@@ -100,7 +100,7 @@ async fn update_segment(
 /// Delete a segment; refused while a flag's rule uses it.
 #[utoipa::path(tag = "segments", responses((status = 204), (status = 404, body = Problem), (status = 409, body = Problem)))]
 #[delete("/projects/{project}/environments/{environment}/segments/{segment}")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(project = %path.0, environment = %path.1, segment = %path.2))]
 async fn delete_segment(
     state: web::Data<AppState>,
     auth: Auth<Editor>,

@@ -40,7 +40,7 @@ pub struct TokenCreated {
 /// Create a management token; its secret is in this response only.
 #[utoipa::path(tag = "tokens", request_body = CreateToken, responses((status = 201, body = TokenCreated), (status = 422, body = Problem)))]
 #[post("/tokens")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(by = %auth.token.id))]
 async fn create_token(
     state: web::Data<AppState>,
     auth: Auth<GlobalAdmin>,
@@ -59,7 +59,7 @@ async fn create_token(
 /// List tokens (never their secrets).
 #[utoipa::path(tag = "tokens", responses((status = 200, body = Vec<TokenView>)))]
 #[get("/tokens")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(by = %_auth.token.id))]
 async fn list_tokens(
     state: web::Data<AppState>,
     _auth: Auth<GlobalAdmin>,
@@ -71,7 +71,7 @@ async fn list_tokens(
 /// Get a token (never its secret).
 #[utoipa::path(tag = "tokens", responses((status = 200, body = TokenView), (status = 404, body = Problem)))]
 #[get("/tokens/{id}")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(token = %path))]
 async fn get_token(
     state: web::Data<AppState>,
     _auth: Auth<GlobalAdmin>,
@@ -83,7 +83,7 @@ async fn get_token(
 /// Revoke a token.
 #[utoipa::path(tag = "tokens", responses((status = 204), (status = 404, body = Problem)))]
 #[delete("/tokens/{id}")]
-#[tracing::instrument(skip_all)]
+#[tracing::instrument(skip_all, fields(token = %path, by = %auth.token.id))]
 async fn delete_token(
     state: web::Data<AppState>,
     auth: Auth<GlobalAdmin>,

@@ -40,7 +40,7 @@ pub async fn spawn_app_with_bus(bus: Bus) -> TestApp {
     store.ensure_bootstrap_token(&admin).await.expect("bootstrap token");
     let mut settings = Settings::default();
     settings.server.port = 0;
-    settings.database.url = database.url().to_owned();
+    settings.database.url = database.url().to_owned().into();
     let application = Application::build(settings, store.clone(), bus).await.expect("build");
     let address = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());
@@ -117,7 +117,7 @@ pub async fn spawn_replica(app: &TestApp, bus: Bus) -> String {
     let store = Store::connect(&app.database_url).await.expect("connect");
     let mut settings = Settings::default();
     settings.server.port = 0;
-    settings.database.url = app.database_url.clone();
+    settings.database.url = app.database_url.clone().into();
     let application = Application::build(settings, store, bus).await.expect("build");
     let address = format!("http://127.0.0.1:{}", application.port());
     tokio::spawn(application.run_until_stopped());

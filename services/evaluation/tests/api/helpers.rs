@@ -71,7 +71,7 @@ pub async fn spawn_app_with(options: Options) -> TestApp {
 
     let mut settings = Settings::default();
     settings.server.port = 0;
-    settings.database.url = database.url().to_owned();
+    settings.database.url = database.url().to_owned().into();
     settings.dataplane.rate_limit_per_second = options.rate_limit_per_second;
     settings.dataplane.ofrep_stream_url = options.ofrep_stream_url.clone();
     if let Some(max) = options.max_body_bytes {

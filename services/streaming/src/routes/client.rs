@@ -11,7 +11,7 @@ use vexil_http::error::{ApiError, ErrorCode};
 use vexil_model::Context;
 use vexil_proto::ChangeEvent;
 
-use crate::routes::{Admission, StreamRequest, admit, query};
+use crate::routes::request::{Admission, StreamRequest, admit, query};
 use crate::state::{EventKind, StreamKind, StreamingState};
 use crate::stream::{self, Body, Ctx, Follower, Frames, Open, Params};
 use crate::{context, frames};

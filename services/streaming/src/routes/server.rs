@@ -11,7 +11,7 @@ use vexil_proto::{ChangeEvent, ItemKind};
 use vexil_protocol::resume::LastEventId;
 
 use crate::frames;
-use crate::routes::{Admission, StreamRequest, admit, query};
+use crate::routes::request::{Admission, StreamRequest, admit, query};
 use crate::state::{EventKind, StreamKind, StreamingState};
 use crate::stream::{self, Body, Ctx, Follower, Frames, Open, Params};
 
