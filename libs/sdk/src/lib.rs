@@ -103,6 +103,13 @@
 //! So evaluations record nothing unless asked to; with exposures on, every `*_value` and `*_detail` call
 //! that serves a flag's variation queues one (through the same bounded, never-blocking queue).
 //!
+//! # The sync, for other targets
+//!
+//! [`sync`] is the client side of the data-plane protocol (`docs/protocol.md`) on its own: [`sync::run`]
+//! follows a data plane as described above and hands every snapshot and change to a [`sync::Target`].
+//! The [`Client`] is one target; relay mode (`vexil-dataplane`'s `UpstreamSync`) is another, so a relay
+//! follows its upstream with exactly this code.
+//!
 //! # Transport
 //!
 //! Plain `http://` only in this build (like relay mode): the SDK has no TLS stack, to stay lean. Reach

@@ -11,121 +11,22 @@
 //!   serves every role on one port.
 //!
 //! Each route is one server-agnostic function (the request's query and headers in; a stream of SSE
-//! frames or an error out, see [`routes`]) under two thin adapters, so both paths send the same
-//! bytes (`tests/api/paths.rs` checks it, and the tests in `both_paths!` run on each). Something else
+//! frames or an error out: `routes/`) under two thin adapters (`actix.rs`, `http1/`), so both paths send
+//! the same bytes (`tests/api/paths.rs` checks it, and the tests in `both_paths!` run on each). Something else
 //! fills the cache (`vexil_dataplane::BusSync`, or relay mode); this crate only reads it.
 //!
 //! # Wire format
 //!
-//! Every stream is `200`, `Content-Type: text/event-stream`, `Cache-Control: no-cache`,
-//! `X-Accel-Buffering: no`, never compressed (`Content-Encoding: identity`, so that an actix
-//! `Compress` middleware leaves it alone). It starts with `retry: <retry_ms>` (settings:
-//! `dataplane.retry_ms`) and carries a comment `: ping` every `dataplane.heartbeat_seconds`.
-//! Every event has `event:`, `id:` and one or more `data:` lines (data is JSON; today always on one
-//! line). The key comes from `Authorization: Bearer <key>`, `X-API-Key: <key>` or `?key=<key>`
-//! (EventSource cannot send headers).
-//!
-//! Errors are `application/problem+json` (`vexil_http::error`), never a stream: no or an unknown key →
-//! `401`; a client key on `/v1/stream` → `403`; a malformed parameter → `400`. A replica that has no
-//! data yet or is shutting down answers `200` with only the `retry:` line and ends the stream, so that
-//! clients (browsers' EventSource gives up for good on any non-200) come back after `retry_ms`.
-//!
-//! ## `GET /v1/stream` (server keys): flag configurations
-//!
-//! ```text
-//! retry: 2000
-//!
-//! event: hydrate
-//! id: 41
-//! data: {"revision":41,"flags":[{"flag":{..FlagSpec..},"config":{..FlagConfigSpec..}}],"segments":[{..Segment..}]}
-//!
-//! event: patch
-//! id: 42
-//! data: {"kind":"flag","key":"new-checkout","flag":{..FlagSpec..},"config":{..FlagConfigSpec..}}
-//!
-//! event: patch
-//! id: 43
-//! data: {"kind":"segment","key":"beta-testers","segment":{..Segment..}}
-//!
-//! event: delete
-//! id: 45
-//! data: {"kind":"flag","key":"old-banner"}
-//!
-//! : ping
-//! ```
-//!
-//! * `id` is always the environment's revision after the event. `hydrate`'s data is exactly a
-//!   `vexil_model::Snapshot` (the flags' JSON is the management API's). `patch` and `delete` carry
-//!   `"kind": "flag" | "segment"` and the item's `key`; a flag patch carries the whole flag and its
-//!   configuration in this environment, a segment patch the whole segment.
-//! * **Ids are increasing but not contiguous.** Changes a stream does not send still take a revision:
-//!   SDK-key changes (never sent to anyone) and, with `?prefix=`, changes to flags outside the prefix.
-//!   Above, 44 was such a change. A client's state after event `n` is the environment at revision `n`
-//!   as far as the client can see, so resuming from `n` is exact.
-//! * **A `hydrate` replaces everything** the client holds, whatever its id — it may come at any time
-//!   (after a re-sync of the replica, or when the client read too slowly and the replica dropped its
-//!   backlog), and its id may even be *lower* than the last one the client saw (it resumed on a
-//!   replica that is slightly behind). Patches and deletes apply in order; an SDK may ignore an event
-//!   whose id is not above its current revision.
-//! * **Resuming**: send the last id as `Last-Event-ID` (EventSource does it by itself; `?lastEventId=`
-//!   is accepted too, the header wins). When this replica still holds every event after it (a ring
-//!   of the last 1024 per environment), it sends only those (possibly none) and no `hydrate`;
-//!   otherwise — too old, beyond this replica's revision, or not a number — it sends a `hydrate`.
-//! * `?prefix=<p>` keeps only flags whose key starts with `p`, and the prerequisites they reach (an SDK
-//!   could not evaluate them without), in the `hydrate` and in the changes; segments are always sent.
-//!   When a change makes the prefix's flags reach a prerequisite the client does not have yet, the
-//!   stream sends a fresh `hydrate` instead of the `patch`.
-//! * The stream ends (cleanly) when the replica shuts down (reconnect, with `Last-Event-ID`), when the
-//!   environment is deleted, or when the key stops being valid (rotated out or expired; the reconnect
-//!   then gets `401`). After a clean end, reconnect after `retry` ms.
-//!
-//! ## `GET /v1/client/stream?key=<key>&context=<base64url JSON>`: evaluated values
-//!
-//! For client keys (server keys are accepted too); only flags marked `client_side`, never rules.
-//! `context` is base64url (RFC 4648 §5, padding optional) of the OpenFeature context JSON
-//! (`{"targetingKey":"user-1","country":"DE"}`); absent means an empty context; malformed is `400`.
-//!
-//! ```text
-//! retry: 2000
-//!
-//! event: values
-//! id: 41
-//! data: {"revision":41,"full":true,"flags":{"new-checkout":{"value":true,"variation":0,"variant":"on","reason":"RULE_MATCH"},"banner":{"reason":"ERROR","error_kind":"TARGETING_KEY_MISSING"}}}
-//!
-//! event: values
-//! id: 42
-//! data: {"revision":42,"full":false,"flags":{"new-checkout":{"value":false,"variation":1,"variant":"off","reason":"OFF"}}}
-//!
-//! event: delete
-//! id: 45
-//! data: {"kind":"flag","key":"banner"}
-//! ```
-//!
-//! * The first `values` of every connection has `"full": true`: the complete set, replacing what the
-//!   client had (flags absent from it are gone). Later ones have `"full": false` and only the flags
-//!   whose `value` or `variation` changed *for this context* (a change of reason alone is not sent).
-//!   `delete` names a flag the client may no longer see (deleted, archived, or no longer client-side).
-//! * Per flag: `value` and `variation` (absent when the caller's default applies), `variant` (the
-//!   variation's name, or its index as a string), `reason` (`OFF`, `TARGET_MATCH`, `RULE_MATCH`,
-//!   `FALLTHROUGH`, `PREREQUISITE_FAILED`, `ERROR`) and, for `ERROR`, `error_kind`. No rule ids and no
-//!   prerequisite keys.
-//! * `Last-Event-ID` is not needed: every connection starts with a full `values`.
-//!
-//! ## `GET /ofrep/v1/stream?key=<key>`: OFREP change notifications
-//!
-//! ```text
-//! retry: 2000
-//!
-//! event: message
-//! id: 42
-//! data: {"type":"refetchEvaluation","etag":"\"42\"","lastModified":1767225600}
-//! ```
-//!
-//! One `message` per change to a flag or segment of the key's environment (client or server keys):
-//! `etag` is the environment's revision as an entity-tag, `lastModified` the change's commit time in
-//! Unix seconds. Nothing is sent at connect (`@openfeature/ofrep-web-provider` has just evaluated, and
-//! only listens for `message`); on a reconnect whose `Last-Event-ID` is not the current revision, one
-//! `message` is sent at once for what was missed.
+//! The three streams are specified, event by event, in `docs/protocol.md`, and their events are
+//! `vexil_protocol`'s types: `GET /v1/stream` (server keys: `hydrate`, then `patch` / `delete` per change,
+//! `id` = the environment's revision, `Last-Event-ID` replay, `?prefix=`), `GET /v1/client/stream`
+//! (values evaluated for one context: `values`, `delete`) and `GET /ofrep/v1/stream` (OFREP
+//! `refetchEvaluation` notifications). Every stream starts with `retry: <retry_ms>` and carries a
+//! `: ping` every `dataplane.heartbeat_seconds`; errors are problem+json, never a stream; a replica
+//! that has no data yet, or is shutting down, answers `200` with only the `retry:` line. What this crate
+//! adds to the contract is *how* the frames are made (`frames.rs`): a `hydrate` is serialised once per
+//! environment revision and a change's `patch` once per event, shared by every unfiltered stream, and
+//! the `patch` is spliced from the change event's payload, proven byte-equal to the typed event.
 //!
 //! # Shutdown
 //!
@@ -147,7 +48,7 @@
 //!
 //! The connection around it is what used to cost: actix-http's HTTP/1 dispatcher gives every
 //! connection an 8 KiB read buffer and an 8 KiB write buffer for its whole life, and neither size can
-//! be configured away. [`Application`] therefore serves on its own server (`http1.rs`): one task per
+//! be configured away. [`Application`] therefore serves on its own server (`http1/`): one task per
 //! connection; the request head is read into a 1 KiB buffer (growing to at most 16 KiB) that is dropped
 //! once the stream starts; frames go from their shared `Bytes` straight to the socket (a vectored
 //! write, no per-connection write buffer); the head timer, the read buffer and any timer for a write
