@@ -7,8 +7,8 @@ A module "uses" another when its code (not its comments) names a path into it: `
 `super::x`, `self::y`, or a child module by its bare name (`child::f()`), in a `use` or inline. Naming one of its own ancestors or descendants counts too
 (a child reaching back into its parent's items is a loop with the parent that declares it), but a `mod`
 declaration or a re-export (`pub use`) does not. Every cycle in that graph is printed, and the exit status is 1 if there is any.
-Shallow by design: it reads paths, not types, so a cycle it reports is real, and a crate it passes has
-no `use` loops.
+Shallow by design: it reads paths, not types or macros, so a cycle it reports is real; a crate it
+passes may still hide a loop through a re-export or a path it cannot resolve.
 """
 
 import os

@@ -227,7 +227,7 @@ impl Settings {
             self.log.format,
             self.log.level,
             if self.bootstrap_token.is_some() { "set" } else { "unset" },
-            if self.relay.upstream.is_empty() { "off" } else { &self.relay.upstream },
+            if self.relay.upstream.is_empty() { "off".to_owned() } else { redact_url(&self.relay.upstream) },
         )
     }
 }

@@ -19,7 +19,7 @@ pub(crate) struct Applied {
 
 /// What a change event changes.
 #[expect(clippy::large_enum_variant, reason = "lives for one call; a box would only add an allocation")]
-enum Target {
+enum Subject {
     /// A flag or segment.
     Item(Change),
     /// An SDK key added or replaced.
@@ -35,24 +35,24 @@ pub(crate) fn apply(snapshot: &Snapshot, keys: &[SdkKey], event: &ChangeEvent) -
     let mut next = snapshot.clone();
     next.revision = event.revision;
     let keys = match target {
-        Target::Item(change) => {
+        Subject::Item(change) => {
             // Deleting what is not there is not an error: the revision moves on all the same.
             change.apply(&mut next);
             None
         }
-        Target::UpsertKey(key) => {
+        Subject::UpsertKey(key) => {
             let mut keys = keys.to_vec();
             upsert(&mut keys, key, |k| k.id.as_str());
             Some(keys)
         }
-        Target::DeleteKey(id) => Some(keys.iter().filter(|k| k.id != id).cloned().collect()),
+        Subject::DeleteKey(id) => Some(keys.iter().filter(|k| k.id != id).cloned().collect()),
     };
     Ok(Applied { snapshot: next, keys })
 }
 
 /// Reads what a change event changes: its payload parsed (flags and segments: their JSON; SDK keys:
 /// protobuf), and checked to be about the item its `key` names.
-fn read(event: &ChangeEvent) -> Result<Target> {
+fn read(event: &ChangeEvent) -> Result<Subject> {
     let malformed = |item: &'static str| {
         move |source: PayloadError| Error::MalformedPayload {
             environment_id: event.environment_id,
@@ -75,26 +75,26 @@ fn read(event: &ChangeEvent) -> Result<Target> {
             if flag.flag().key.as_str() != event.key {
                 return Err(mismatch("flag", flag.flag().key.as_str()));
             }
-            Target::Item(Change::UpsertFlag(flag))
+            Subject::Item(Change::UpsertFlag(flag))
         }
-        (ChangeKind::Delete, ItemKind::Flag) => Target::Item(Change::DeleteFlag(event.key.clone())),
+        (ChangeKind::Delete, ItemKind::Flag) => Subject::Item(Change::DeleteFlag(event.key.clone())),
         (ChangeKind::Upsert, ItemKind::Segment) => {
             let segment: Segment =
                 serde_json::from_slice(&event.payload).map_err(|e| malformed("segment")(e.into()))?;
             if segment.key.as_str() != event.key {
                 return Err(mismatch("segment", segment.key.as_str()));
             }
-            Target::Item(Change::UpsertSegment(segment))
+            Subject::Item(Change::UpsertSegment(segment))
         }
-        (ChangeKind::Delete, ItemKind::Segment) => Target::Item(Change::DeleteSegment(event.key.clone())),
+        (ChangeKind::Delete, ItemKind::Segment) => Subject::Item(Change::DeleteSegment(event.key.clone())),
         (ChangeKind::Upsert, ItemKind::SdkKey) => {
             let key = SdkKey::decode(event.payload.as_slice()).map_err(|e| malformed("sdk key")(e.into()))?;
             if key.id != event.key {
                 return Err(mismatch("sdk key", &key.id));
             }
-            Target::UpsertKey(key)
+            Subject::UpsertKey(key)
         }
-        (ChangeKind::Delete, ItemKind::SdkKey) => Target::DeleteKey(event.key.clone()),
+        (ChangeKind::Delete, ItemKind::SdkKey) => Subject::DeleteKey(event.key.clone()),
         (kind, item) => {
             return Err(Error::UnsupportedChange {
                 environment_id: event.environment_id,
@@ -152,7 +152,7 @@ mod tests {
             [Change::UpsertFlag(flag), Change::DeleteFlag("a".into()), Change::DeleteSegment("s".into())]
         {
             let event = event_of(3, 9, &change, 0);
-            assert!(matches!(read(&event), Ok(Target::Item(read)) if read == change), "{change:?}");
+            assert!(matches!(read(&event), Ok(Subject::Item(read)) if read == change), "{change:?}");
         }
     }
 

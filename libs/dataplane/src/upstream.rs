@@ -14,9 +14,8 @@ use tokio_util::sync::CancellationToken;
 use vexil_keys::SecretKind;
 use vexil_model::Snapshot;
 use vexil_proto::SdkKey;
-use vexil_protocol::Change;
 use vexil_protocol::server::{ReceivedChange, ReceivedSnapshot};
-use vexil_sdk::sync::{self, Origin, Outcome, SyncConfig, Target, TargetError};
+use vexil_sdk::sync::{self, Origin, Outcome, SyncConfig, SyncEvent, Target, TargetError};
 use vexil_telemetry::ErrorChain;
 
 use crate::cache::{ApplyOutcome, Cache, EnvironmentContent, LoadOutcome};
@@ -64,8 +63,9 @@ pub enum UpstreamError {
 ///   relay catches up by itself). A change at the next revision is applied as a change event, so
 ///   streams served from this cache get a `patch` and it can replay it; a later one (ids skip SDK-key
 ///   changes) is applied to the current snapshot, which is installed whole (streams get a `hydrate`).
-/// * A flag the relay cannot read (a newer upstream's) is left out of what it serves, as an SDK leaves
-///   it out of what it evaluates; the others are unaffected.
+/// * A flag or segment the relay cannot read (a newer upstream's) is refused: the relay keeps serving
+///   its last complete snapshot and the sync retries (a relay must not serve a partial environment: its
+///   SDKs would take a flag left out as deleted). Upgrade relays before their upstream.
 /// * After every change the environment's snapshot is written to the state file (a temporary file,
 ///   synced, then renamed over it: a crash leaves the old or the new file, never a torn one).
 ///
@@ -96,8 +96,9 @@ impl UpstreamSync {
         server_key: &str,
         state_file: impl Into<PathBuf>,
     ) -> Result<UpstreamSync, UpstreamError> {
+        let id =
+            vexil_keys::id_of(SecretKind::Server, server_key).ok_or(vexil_sdk::Error::InvalidServerKey)?;
         let config = SyncConfig::new(server_key, upstream, upstream)?;
-        let id = vexil_keys::id_of(SecretKind::Server, server_key).unwrap_or_default();
         let key = SdkKey {
             id: id.to_owned(),
             kind: "server".into(),
@@ -180,6 +181,9 @@ struct CacheTarget {
 impl Target for CacheTarget {
     async fn install(&self, received: ReceivedSnapshot, origin: Origin) -> Result<Outcome, TargetError> {
         let revision = received.snapshot.revision;
+        if !received.unreadable.is_empty() {
+            return Err(unreadable(received.unreadable.iter()));
+        }
         let outcome = self.cache.install(self.content(received.snapshot))?;
         self.cache.mark_ready();
         match outcome {
@@ -210,14 +214,15 @@ impl Target for CacheTarget {
         let have = state.revision();
         let change = match change {
             _ if revision <= have => return Ok(Outcome::Skipped { have: Some(have) }),
-            ReceivedChange::Apply(change) => change,
-            // Served as an SDK evaluates it: left out.
-            ReceivedChange::UnreadableFlag(key) => Change::DeleteFlag(key),
-            ReceivedChange::UnreadableSegment(key) => Change::DeleteSegment(key),
-            // Nothing this relay could serve changed; the next change (a gap) brings the revision level.
-            ReceivedChange::Other => return Ok(Outcome::Skipped { have: Some(have) }),
+            ReceivedChange::Apply(change) => Some(change),
+            ReceivedChange::UnreadableFlag(key) | ReceivedChange::UnreadableSegment(key) => {
+                return Err(unreadable([&key]));
+            }
+            // A change of a kind this relay cannot forward: its revision moves all the same (below, as a
+            // snapshot its streams get whole).
+            ReceivedChange::Other => None,
         };
-        if revision == have + 1 {
+        if let Some(change) = change.as_ref().filter(|_| revision == have + 1) {
             let event = crate::apply::event_of(RELAY_ENVIRONMENT_ID, revision, &change, 0);
             match self.cache.apply(&event)? {
                 ApplyOutcome::Applied { .. } => {}
@@ -225,10 +230,12 @@ impl Target for CacheTarget {
                 other => return Err(format!("unexpected outcome {other:?}").into()),
             }
         } else {
-            // Ids skip revisions this stream does not carry (SDK-key changes): the next snapshot is built
-            // here, and installed whole.
+            // Ids skip revisions this stream does not carry (SDK-key changes), or the change cannot be
+            // forwarded: the next snapshot is built here, and installed whole.
             let mut next = state.snapshot().clone();
-            change.apply(&mut next);
+            if let Some(change) = change {
+                change.apply(&mut next);
+            }
             next.revision = revision;
             if let LoadOutcome::Ignored { have, .. } = self.cache.install(self.content(next))? {
                 return Ok(Outcome::Skipped { have: Some(have) });
@@ -241,6 +248,23 @@ impl Target for CacheTarget {
     fn synced_revision(&self) -> Option<u64> {
         self.cache.environment(RELAY_ENVIRONMENT_ID).map(|state| state.revision())
     }
+
+    fn observe(&self, event: SyncEvent) {
+        // The SDK's sync logs a failed connection quietly (an application's logs are not the place for
+        // it); for a relay it is the news.
+        if let SyncEvent::StreamConnectFailed { reason } = event {
+            tracing::warn!(%reason, "cannot reach the upstream's stream");
+        }
+    }
+}
+
+/// Why a relay refuses what it cannot read. A relay serves other SDKs, and what it serves must be the
+/// upstream's environment whole — an SDK would evaluate a flag left out as `FLAG_NOT_FOUND`, not
+/// `MALFORMED_FLAG` — so it keeps serving its last complete snapshot, and the sync retries with a fresh
+/// `hydrate` (after its backoff) until the relay is upgraded to read what the upstream sends.
+fn unreadable<'a>(keys: impl IntoIterator<Item = &'a String>) -> TargetError {
+    let keys: Vec<&str> = keys.into_iter().map(String::as_str).collect();
+    format!("this relay cannot read {keys:?} (a newer upstream?); serving its last complete snapshot").into()
 }
 
 impl CacheTarget {
@@ -328,7 +352,119 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::{Value, json};
+    use vexil_model::ConfiguredFlag;
+    use vexil_protocol::Change;
+
     use super::*;
+
+    fn flag(key: &str, on: bool) -> ConfiguredFlag {
+        serde_json::from_value(json!({
+            "flag": {"key": key, "kind": "boolean", "variations": [{"value": true}, {"value": false}]},
+            "config": {"on": on, "off_variation": 1, "fallthrough": {"variation": 0}}
+        }))
+        .unwrap()
+    }
+
+    fn snapshot(revision: u64, flags: Vec<ConfiguredFlag>) -> ReceivedSnapshot {
+        ReceivedSnapshot {
+            snapshot: Snapshot { revision, flags, segments: vec![] },
+            ..ReceivedSnapshot::default()
+        }
+    }
+
+    /// A relay target over a fresh cache, persisting into a fresh directory.
+    fn target(name: &str) -> (CacheTarget, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("vexil-relay-target-{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let key = SdkKey { id: "relaykey0000".into(), kind: "server".into(), ..SdkKey::default() };
+        let target = CacheTarget {
+            cache: Cache::new(),
+            key,
+            state_file: dir.join("state.json"),
+            project: "relay".into(),
+            environment: "upstream".into(),
+        };
+        (target, dir)
+    }
+
+    fn on(target: &CacheTarget, key: &str) -> Option<bool> {
+        let state = target.cache.environment(RELAY_ENVIRONMENT_ID)?;
+        let detail = vexil_eval::evaluate(state.compiled(), key, &vexil_model::Context::new("u"));
+        detail.value.and_then(Value::as_bool)
+    }
+
+    fn persisted_revision(dir: &Path) -> u64 {
+        let state: Value = serde_json::from_slice(&std::fs::read(dir.join("state.json")).unwrap()).unwrap();
+        state["revision"].as_u64().unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_next_revision_is_a_change_event_and_a_later_one_a_whole_snapshot() {
+        let (target, dir) = target("next");
+        let mut feed = target.cache.subscribe();
+        target.install(snapshot(4, vec![flag("a", false)]), Origin::Hydrate).await.unwrap();
+        assert!(target.cache.ready());
+
+        let applied =
+            target.apply(ReceivedChange::Apply(Change::UpsertFlag(flag("a", true))), 5).await.unwrap();
+        assert_eq!(applied, Outcome::Installed { revision: 5 });
+        assert_eq!(on(&target, "a"), Some(true));
+        // Streams served from this cache replay it as a patch.
+        assert_eq!(target.cache.events_since(RELAY_ENVIRONMENT_ID, 4).unwrap().len(), 1);
+
+        // 6 was an SDK-key change the stream never carries.
+        let applied = target.apply(ReceivedChange::Apply(Change::DeleteFlag("a".into())), 7).await.unwrap();
+        assert_eq!(applied, Outcome::Installed { revision: 7 });
+        assert_eq!(on(&target, "a"), None);
+        assert!(target.cache.events_since(RELAY_ENVIRONMENT_ID, 5).is_none(), "a gap: streams get a hydrate");
+        assert_eq!(persisted_revision(&dir), 7);
+
+        let kinds: Vec<&str> = std::iter::from_fn(|| feed.try_recv().ok())
+            .map(|change| match change {
+                crate::Change::Applied { .. } => "applied",
+                crate::Change::Resynced { .. } => "resynced",
+                crate::Change::Removed { .. } => "removed",
+            })
+            .collect();
+        assert_eq!(kinds, ["resynced", "applied", "resynced"]);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn what_is_not_newer_is_skipped_and_an_older_hydrate_does_not_replace_newer_data() {
+        let (target, dir) = target("stale");
+        target.install(snapshot(9, vec![flag("a", true)]), Origin::Hydrate).await.unwrap();
+        let change = ReceivedChange::Apply(Change::UpsertFlag(flag("a", false)));
+        assert_eq!(target.apply(change, 9).await.unwrap(), Outcome::Skipped { have: Some(9) });
+        let stale = target.install(snapshot(8, vec![flag("a", false)]), Origin::Hydrate).await.unwrap();
+        assert_eq!(stale, Outcome::Skipped { have: Some(9) });
+        let same = target.install(snapshot(9, vec![]), Origin::Poll).await.unwrap();
+        assert_eq!(same, Outcome::Skipped { have: Some(9) });
+        assert_eq!(on(&target, "a"), Some(true));
+        assert_eq!(target.synced_revision(), Some(9));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test]
+    async fn what_the_relay_cannot_read_is_refused_and_the_last_complete_snapshot_kept() {
+        let (target, dir) = target("unreadable");
+        assert!(target.apply(ReceivedChange::Other, 1).await.is_err(), "a change before any snapshot");
+        target.install(snapshot(3, vec![flag("a", true)]), Origin::Hydrate).await.unwrap();
+
+        assert!(target.apply(ReceivedChange::UnreadableFlag("a".into()), 4).await.is_err());
+        assert!(target.apply(ReceivedChange::UnreadableSegment("s".into()), 4).await.is_err());
+        let mut partial = snapshot(5, vec![]);
+        partial.unreadable.insert("a".into());
+        let error = target.install(partial, Origin::Hydrate).await.unwrap_err();
+        assert!(error.to_string().contains("\"a\""), "{error}");
+        assert_eq!((target.synced_revision(), on(&target, "a")), (Some(3), Some(true)));
+
+        // A change of a kind it does not know moves the revision (its streams get the snapshot whole).
+        assert_eq!(target.apply(ReceivedChange::Other, 4).await.unwrap(), Outcome::Installed { revision: 4 });
+        assert_eq!((target.synced_revision(), on(&target, "a")), (Some(4), Some(true)));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 
     #[test]
     fn the_state_file_is_replaced_whole() {

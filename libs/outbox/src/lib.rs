@@ -13,9 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
-use vexil_bus::Bus;
-use vexil_store::Store;
-use vexil_telemetry::{Counter, Gauge, Registry};
+use vexil_bus::{Bus, BusError};
+use vexil_store::{Store, StoreError};
+use vexil_telemetry::{Counter, ErrorChain, Gauge, Registry};
 
 /// How often to look for work when no notification arrives.
 const POLL: Duration = Duration::from_secs(1);
@@ -31,6 +31,18 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 /// connection). Should it have lost it, another replica may relay too until the next check: harmless,
 /// as replicas ignore a revision they have already applied.
 const LEASE_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// Why a pass of the relay stopped short. Nothing is lost either way: the rows it did not mark sent are
+/// published again by the next pass.
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The change log could not be read or marked sent.
+    #[error("reading or marking the change log")]
+    Store(#[from] StoreError),
+    /// The bus refused the change events.
+    #[error("publishing change events")]
+    Publish(#[from] BusError),
+}
 
 /// The relay's metrics.
 #[derive(Debug, Clone)]
@@ -116,7 +128,7 @@ async fn relay_while_held(
             }
             Ok(_) => backoff = Duration::from_millis(100),
             Err(error) => {
-                tracing::warn!(error = %format!("{error:#}"), retry_in_ms = backoff.as_millis() as u64, "relay could not deliver; will retry");
+                tracing::warn!(error = %ErrorChain(&error), retry_in_ms = backoff.as_millis() as u64, "relay could not deliver; will retry");
                 wait(shutdown, backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
             }
@@ -126,7 +138,7 @@ async fn relay_while_held(
 
 /// One pass: publishes every pending environment's events and marks them sent. Returns how many
 /// events were delivered.
-pub async fn relay_once(store: &Store, bus: &Bus, metrics: &Metrics) -> anyhow::Result<usize> {
+pub async fn relay_once(store: &Store, bus: &Bus, metrics: &Metrics) -> Result<usize, OutboxError> {
     let pending = store.pending_changes(BATCH).await?;
     let mut delivered = 0;
     for batch in &pending {
@@ -134,7 +146,7 @@ pub async fn relay_once(store: &Store, bus: &Bus, metrics: &Metrics) -> anyhow::
         if let Err(error) = bus.publish(&batch.events, &batch.snapshot).await {
             metrics.failures.inc();
             metrics.unsent.set(store.unsent_count().await.map_or(-1, |n| n as i64));
-            return Err(anyhow::Error::from(error).context("publishing change events"));
+            return Err(error.into());
         }
         store.mark_sent(batch.environment_id, last.revision).await?;
         delivered += batch.events.len();

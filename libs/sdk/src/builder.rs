@@ -36,7 +36,7 @@ pub struct ClientBuilder {
     stream_url: String,
     polling_url: String,
     events_url: String,
-    prefix: Option<String>,
+    prefix: String,
     streaming: bool,
     poll_interval: Duration,
     refresh_interval: Duration,
@@ -77,7 +77,7 @@ impl ClientBuilder {
             stream_url: DEFAULT_URL.into(),
             polling_url: DEFAULT_URL.into(),
             events_url: DEFAULT_URL.into(),
-            prefix: None,
+            prefix: String::new(),
             streaming: true,
             poll_interval: sync::DEFAULT_POLL_INTERVAL,
             refresh_interval: sync::DEFAULT_REFRESH_INTERVAL,
@@ -124,7 +124,7 @@ impl ClientBuilder {
     /// Only flags whose key starts with `prefix` (`?prefix=` on the stream and on polling). Segments are
     /// always received; a flag whose prerequisite is outside the prefix evaluates as `MALFORMED_FLAG`.
     pub fn prefix(mut self, prefix: &str) -> Self {
-        self.prefix = Some(prefix.to_owned());
+        self.prefix = prefix.to_owned();
         self
     }
 
@@ -312,7 +312,7 @@ impl ClientBuilder {
     /// The network configuration, checked: the sync's, and the events' base URL.
     fn check(&self) -> Result<(SyncConfig, String)> {
         let config = SyncConfig::new(&self.server_key, &self.stream_url, &self.polling_url)?
-            .prefix(self.prefix.as_deref().unwrap_or(""))
+            .prefix(&self.prefix)
             .streaming(self.streaming)
             .poll_interval(self.poll_interval)
             .refresh_interval(self.refresh_interval)

@@ -51,6 +51,7 @@ fn decode_base64url(encoded: &str) -> Option<Vec<u8>> {
     );
     let url_safe: String = encoded
         .trim()
+        .trim_end_matches('=')
         .chars()
         .map(|c| match c {
             '+' => '-',
@@ -77,6 +78,10 @@ mod tests {
         assert_eq!(decode_base64url("Zm9vYmFy").unwrap(), b"foobar");
         assert_eq!(decode_base64url("-_-_").unwrap(), decode_base64url("+/+/").unwrap());
         assert_eq!(decode_base64url("-_-_").unwrap(), [0xfb, 0xff, 0xbf]);
+        assert_eq!(decode_base64url("Zm9v=").unwrap(), b"foo", "any padding is ignored");
+        assert_eq!(decode_base64url("Zg===").unwrap(), b"f");
+        assert_eq!(decode_base64url("Zm9v=").unwrap(), b"foo", "any padding is ignored");
+        assert_eq!(decode_base64url("Zg===").unwrap(), b"f");
         assert!(decode_base64url("Z").is_none());
         assert!(decode_base64url("Zm9v!").is_none());
     }

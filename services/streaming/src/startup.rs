@@ -17,7 +17,7 @@ use crate::state::StreamingState;
 /// — the same route functions, so the same bytes — with a problem+json `404`/`405` for anything else, but not on actix: on a small HTTP/1.1
 /// server of this crate's own that holds an idle stream in a fraction of the memory (actix-http gives
 /// every connection 8 KiB read and 8 KiB write buffers for its whole life; see the crate's "Memory"
-/// section, and `http1.rs` for what the server does and does not do).
+/// section, and `http1/` for what the server does and does not do).
 pub struct Application {
     port: u16,
     listener: tokio::net::TcpListener,

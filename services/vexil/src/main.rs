@@ -23,9 +23,6 @@ use vexil_control_api::bootstrap::{FirstStart, first_start};
 use vexil_dataplane::{BusSync, Cache, UpstreamSync};
 use vexil_store::Store;
 
-/// How long a background task may take to stop once the server has.
-const TASK_GRACE: Duration = Duration::from_secs(5);
-
 #[derive(Parser)]
 #[command(name = "vexil", version, about = "Vexil: an open feature-flag platform")]
 struct Cli {
@@ -117,6 +114,7 @@ async fn main() -> anyhow::Result<()> {
                 // Relay mode: no Redis. Events posted to /v1/events stay in this process.
                 (Bus::in_process(), start_upstream_sync(&settings, &mut background)?)
             } else {
+                relay_settings_unused(&settings);
                 let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
                 (bus.clone(), start_sync(&settings, bus, &mut background).await)
             };
@@ -124,7 +122,7 @@ async fn main() -> anyhow::Result<()> {
             let application = vexil_evaluation::Application::build(settings, cache, state).await?;
             tracing::info!(port = application.port(), "listening");
             let served = application.run_until_stopped().await;
-            background.stop(TASK_GRACE).await;
+            background.stop().await;
             served
         }
         Command::Streaming { relay } => {
@@ -135,13 +133,14 @@ async fn main() -> anyhow::Result<()> {
             let cache = if !settings.relay.upstream.is_empty() {
                 start_upstream_sync(&settings, &mut background)?
             } else {
+                relay_settings_unused(&settings);
                 let bus = Bus::connect(&settings.bus.url).await.context("connecting to the bus")?;
                 start_sync(&settings, bus, &mut background).await
             };
             let application = vexil_streaming::Application::build(settings, cache).await?;
             tracing::info!(port = application.port(), "listening");
             let served = application.run_until_stopped().await;
-            background.stop(TASK_GRACE).await;
+            background.stop().await;
             served
         }
         Command::Migrate => {
@@ -178,7 +177,7 @@ async fn serve(settings: Settings, store: Store, bus: Bus) -> anyhow::Result<()>
     let application = Application::build(settings, store, bus).await.context("starting the server")?;
     tracing::info!(port = application.port(), "listening");
     let served = application.run_until_stopped().await;
-    background.stop(TASK_GRACE).await;
+    background.stop().await;
     served
 }
 
@@ -233,7 +232,8 @@ struct RelayArgs {
 }
 
 impl RelayArgs {
-    /// The flags given, over the settings.
+    /// The flags given, over the settings. (Called before logging starts: what is odd about them is
+    /// reported by [`start_upstream_sync`] or [`relay_settings_unused`].)
     fn apply_to(self, settings: &mut Settings) {
         if let Some(upstream) = self.upstream {
             settings.relay.upstream = upstream;
@@ -244,6 +244,15 @@ impl RelayArgs {
         if let Some(path) = self.state_file {
             settings.relay.state_file = path;
         }
+    }
+}
+
+/// Warns when relay settings are given without an upstream: they would be silently ignored.
+fn relay_settings_unused(settings: &Settings) {
+    if settings.relay.upstream.is_empty() && settings.relay.server_key.is_some() {
+        tracing::warn!(
+            "a relay server key is set but no upstream (--upstream, relay.upstream): following the bus"
+        );
     }
 }
 

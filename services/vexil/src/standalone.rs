@@ -18,9 +18,6 @@ use vexil_streaming::StreamingState;
 
 use crate::{Background, DatabaseSnapshots};
 
-/// How long the background tasks may take to stop once the server has.
-const TASK_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
-
 /// Serves until SIGTERM or Ctrl-C; then ends the streams, drains requests, stops the background tasks.
 pub async fn run(settings: Settings, store: Store) -> anyhow::Result<()> {
     let settings = Arc::new(settings);
@@ -87,7 +84,7 @@ pub async fn run(settings: Settings, store: Store) -> anyhow::Result<()> {
         handle.stop(true).await;
     };
     let (served, ()) = tokio::join!(server, stop);
-    background.stop(TASK_GRACE).await;
+    background.stop().await;
     Ok(served?)
 }
 

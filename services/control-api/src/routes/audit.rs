@@ -109,10 +109,10 @@ async fn list_audit(
 /// Recompute the audit log's hash chain: reports the first altered, missing or removed record.
 #[utoipa::path(tag = "audit", responses((status = 200, body = Object)))]
 #[get("/audit/verify")]
-#[tracing::instrument(skip_all, fields(token = %_auth.token.id))]
+#[tracing::instrument(skip_all, fields(by = %auth.token.id))]
 async fn verify_audit(
     state: web::Data<AppState>,
-    _auth: Auth<GlobalAdmin>,
+    auth: Auth<GlobalAdmin>,
 ) -> Result<HttpResponse, HandlerError> {
     let verification: AuditVerification = state.store.verify_audit().await?;
     Ok(HttpResponse::Ok().json(verification))

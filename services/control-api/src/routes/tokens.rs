@@ -59,10 +59,10 @@ async fn create_token(
 /// List tokens (never their secrets).
 #[utoipa::path(tag = "tokens", responses((status = 200, body = Vec<TokenView>)))]
 #[get("/tokens")]
-#[tracing::instrument(skip_all, fields(by = %_auth.token.id))]
+#[tracing::instrument(skip_all, fields(by = %auth.token.id))]
 async fn list_tokens(
     state: web::Data<AppState>,
-    _auth: Auth<GlobalAdmin>,
+    auth: Auth<GlobalAdmin>,
 ) -> Result<HttpResponse, HandlerError> {
     let tokens = state.store.list_tokens().await?;
     Ok(HttpResponse::Ok().json(tokens.into_iter().map(TokenView::from).collect::<Vec<_>>()))

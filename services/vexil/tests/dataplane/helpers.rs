@@ -72,7 +72,7 @@ impl ControlPlane {
 
     /// One relay pass; how many events it delivered.
     pub async fn relay(&self, bus: &Bus) -> anyhow::Result<usize> {
-        relay_once(&self.store, bus, &self.metrics).await
+        Ok(relay_once(&self.store, bus, &self.metrics).await?)
     }
 
     /// The id and current revision of an environment of `shop`.
