@@ -223,7 +223,7 @@ impl Target for CacheTarget {
             ReceivedChange::Other => None,
         };
         if let Some(change) = change.as_ref().filter(|_| revision == have + 1) {
-            let event = crate::apply::event_of(RELAY_ENVIRONMENT_ID, revision, &change, 0);
+            let event = crate::apply::event_of(RELAY_ENVIRONMENT_ID, revision, change, 0);
             match self.cache.apply(&event)? {
                 ApplyOutcome::Applied { .. } => {}
                 ApplyOutcome::Ignored { have, .. } => return Ok(Outcome::Skipped { have: Some(have) }),
