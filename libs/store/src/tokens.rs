@@ -12,10 +12,11 @@ use vexil_keys::{NewSecret, SecretKind};
 use vexil_model::{ProjectKey, ValidationErrors};
 
 use crate::Store;
-use crate::db::{on, on_pool};
-use crate::error::{Result, StoreError};
+use crate::audit::{self, AuditEntry};
+use crate::db::{now, on, on_pool};
+use crate::error::{Result, StoreError, corrupt};
+use crate::parents;
 use crate::records::{Actor, Role, TokenRecord};
-use crate::write::{self, AuditEntry, corrupt, now};
 
 /// A token to create.
 #[derive(Debug, Clone)]
@@ -84,7 +85,7 @@ impl Store {
         let mut tx = self.begin().await?;
         // A scope naming a project that does not exist is a typo that would leave the token useless.
         for (index, project) in token.projects.iter().flatten().enumerate() {
-            match write::project(&mut tx, project).await {
+            match parents::project(&mut tx, project).await {
                 Ok(_) => {}
                 Err(StoreError::NotFound { .. }) => {
                     return Err(StoreError::Invalid(ValidationErrors::single(
@@ -106,7 +107,7 @@ impl Store {
             .fetch_one(c)
             .await?);
         let record = row.record()?;
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,
@@ -186,7 +187,7 @@ impl Store {
             on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(id).fetch_optional(c).await?);
         let record =
             row.ok_or_else(|| StoreError::NotFound { resource: "token", key: id.to_owned() })?.record()?;
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,
