@@ -5,7 +5,8 @@
 //! expands one body for each backend, so each statement is type-checked against both drivers.
 //!
 //! Set-based statements take their rows as one JSON array (`jsonb_to_recordset` in PostgreSQL,
-//! `json_each` in SQLite). JSON has no bytes, so the rows' byte strings are spelled out in [`hex`].
+//! `json_each` in SQLite). JSON has no bytes, so the rows' byte strings travel beside the array in one
+//! [`Blob`] parameter instead of being spelled out in hex for the database to decode again.
 
 use sqlx::{PgPool, Postgres, Sqlite, SqlitePool, Transaction};
 use time::OffsetDateTime;
@@ -114,13 +115,31 @@ pub(crate) fn to_u64(value: i64) -> u64 {
     u64::try_from(value).unwrap_or(0)
 }
 
-/// Lower-case hexadecimal, as `decode(.., 'hex')` (PostgreSQL) and `unhex` (SQLite) read it.
-pub(crate) fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for &byte in bytes {
-        text.push(DIGITS[usize::from(byte >> 4)] as char);
-        text.push(DIGITS[usize::from(byte & 0xf)] as char);
+/// The byte strings of a set of rows, concatenated into one `bytea` (`blob`) parameter. Each row
+/// carries the [`Slice`] where its bytes lie, and the statement takes them out with
+/// `substr($n, at, len)`, which both dialects read the same way on bytes.
+#[derive(Debug, Default)]
+pub(crate) struct Blob {
+    bytes: Vec<u8>,
+}
+
+/// Where one byte string lies in a [`Blob`]: `at` counts from 1, as `substr` does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Slice {
+    pub(crate) at: usize,
+    pub(crate) len: usize,
+}
+
+impl Blob {
+    /// Appends `bytes`; returns where they lie.
+    pub(crate) fn push(&mut self, bytes: &[u8]) -> Slice {
+        let slice = Slice { at: self.bytes.len() + 1, len: bytes.len() };
+        self.bytes.extend_from_slice(bytes);
+        slice
     }
-    text
+
+    /// The parameter to bind.
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes
+    }
 }

@@ -5,7 +5,7 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 
 use super::hash::{AuditFields, audit_hash};
-use crate::db::{Tx, hex, on, to_u64};
+use crate::db::{Blob, Tx, on, to_u64};
 use crate::error::Result;
 use crate::records::Actor;
 
@@ -38,16 +38,17 @@ pub(crate) async fn append_audits(
         "insert into audit.records (seq, at, actor_token_id, actor_name, action, resource, project, \
          environment, flag, before, after, request_id, prev_hash, hash) \
          select seq, $2, actor_token_id, actor_name, action, resource, project, environment, flag, \
-         before, after, request_id, decode(prev_hash, 'hex'), decode(hash, 'hex') \
+         before, after, request_id, substr($3, prev_hash_at, prev_hash_len), substr($3, hash_at, hash_len) \
          from jsonb_to_recordset($1) as x(seq bigint, actor_token_id text, actor_name text, action text, \
          resource text, project text, environment text, flag text, before text, after text, \
-         request_id text, prev_hash text, hash text)",
+         request_id text, prev_hash_at integer, prev_hash_len integer, hash_at integer, hash_len integer)",
         "insert into audit_records (seq, at, actor_token_id, actor_name, action, resource, project, \
          environment, flag, before, after, request_id, prev_hash, hash) \
          select value ->> 'seq', $2, value ->> 'actor_token_id', value ->> 'actor_name', \
          value ->> 'action', value ->> 'resource', value ->> 'project', value ->> 'environment', \
          value ->> 'flag', value ->> 'before', value ->> 'after', value ->> 'request_id', \
-         unhex(value ->> 'prev_hash'), unhex(value ->> 'hash') from json_each($1)",
+         substr($3, value ->> 'prev_hash_at', value ->> 'prev_hash_len'), \
+         substr($3, value ->> 'hash_at', value ->> 'hash_len') from json_each($1)",
     );
     #[derive(Serialize)]
     struct Row<'a> {
@@ -62,8 +63,10 @@ pub(crate) async fn append_audits(
         before: Option<String>,
         after: Option<String>,
         request_id: Option<&'a str>,
-        prev_hash: String,
-        hash: String,
+        prev_hash_at: usize,
+        prev_hash_len: usize,
+        hash_at: usize,
+        hash_len: usize,
     }
     if entries.is_empty() {
         return Ok(());
@@ -76,6 +79,10 @@ pub(crate) async fn append_audits(
     .await?);
     let mut seq = to_u64(head.0);
     let mut previous = head.1;
+    // The head's hash, then each new record's: every record's `prev_hash` is the hash just before its
+    // own.
+    let mut hashes = Blob::default();
+    let mut previous_slice = hashes.push(&previous);
     let mut rows = Vec::with_capacity(entries.len());
     for entry in &entries {
         seq += 1;
@@ -99,6 +106,7 @@ pub(crate) async fn append_audits(
             ],
         };
         let hash = audit_hash(&previous, &fields);
+        let hash_slice = hashes.push(&hash);
         rows.push(Row {
             seq: seq as i64,
             actor_token_id: entry.actor.token_id.as_deref(),
@@ -111,13 +119,21 @@ pub(crate) async fn append_audits(
             before,
             after,
             request_id: entry.actor.request_id.as_deref(),
-            prev_hash: hex(&previous),
-            hash: hex(&hash),
+            prev_hash_at: previous_slice.at,
+            prev_hash_len: previous_slice.len,
+            hash_at: hash_slice.at,
+            hash_len: hash_slice.len,
         });
         previous = hash.to_vec();
+        previous_slice = hash_slice;
     }
     on!(&mut *tx, |c, d| {
-        sqlx::query(d.pick(INSERT.0, INSERT.1)).bind(Json(&rows)).bind(at).execute(&mut *c).await?;
+        sqlx::query(d.pick(INSERT.0, INSERT.1))
+            .bind(Json(&rows))
+            .bind(at)
+            .bind(hashes.as_bytes())
+            .execute(&mut *c)
+            .await?;
         sqlx::query(d.pick(
             "update audit.chain_head set seq = $1, hash = $2 where singleton",
             "update audit_chain_head set seq = $1, hash = $2 where singleton = 1",

@@ -9,7 +9,7 @@ use sqlx::types::Json;
 use time::OffsetDateTime;
 use vexil_proto::{ChangeKind, ItemKind, SdkKey};
 
-use crate::db::{Tx, hex, on, to_u64};
+use crate::db::{Blob, Tx, on, to_u64};
 use crate::error::Result;
 use crate::parents::EnvRow;
 
@@ -38,37 +38,6 @@ impl<'a> Change<'a> {
             key: &key.id,
             payload: key.encode_to_vec(),
         }
-    }
-}
-
-fn kind_name(kind: ChangeKind) -> &'static str {
-    match kind {
-        ChangeKind::Delete => "delete",
-        _ => "upsert",
-    }
-}
-
-fn item_name(item: ItemKind) -> &'static str {
-    match item {
-        ItemKind::Flag => "flag",
-        ItemKind::Segment => "segment",
-        ItemKind::SdkKey => "sdk_key",
-        ItemKind::Environment => "environment",
-        ItemKind::Unspecified => "unspecified",
-    }
-}
-
-pub(crate) fn parse_kind(text: &str) -> ChangeKind {
-    if text == "delete" { ChangeKind::Delete } else { ChangeKind::Upsert }
-}
-
-pub(crate) fn parse_item(text: &str) -> ItemKind {
-    match text {
-        "flag" => ItemKind::Flag,
-        "segment" => ItemKind::Segment,
-        "sdk_key" => ItemKind::SdkKey,
-        "environment" => ItemKind::Environment,
-        _ => ItemKind::Unspecified,
     }
 }
 
@@ -102,17 +71,20 @@ pub(crate) async fn record_changes(
     at: OffsetDateTime,
 ) -> Result<Vec<u64>> {
     const BUMP: &str = "update environments set revision = revision + $2 where id = $1 returning revision";
+    // SQLite's `substr` of a zero-length blob is null, whatever it is asked for: when every payload of
+    // the statement is empty (deletes only), `coalesce` turns each back into the empty payload it is.
     const LOG: (&str, &str) = (
         "insert into change_log \
          (environment_id, project, environment, revision, kind, item, key, payload, committed_at) \
-         select environment_id, project, environment, revision, kind, item, key, decode(payload, 'hex'), $2 \
+         select environment_id, project, environment, revision, kind, item, key, \
+         substr($3, payload_at, payload_len), $2 \
          from jsonb_to_recordset($1) as x(environment_id bigint, project text, environment text, \
-         revision bigint, kind text, item text, key text, payload text)",
+         revision bigint, kind integer, item integer, key text, payload_at integer, payload_len integer)",
         "insert into change_log \
          (environment_id, project, environment, revision, kind, item, key, payload, committed_at) \
          select value ->> 'environment_id', value ->> 'project', value ->> 'environment', \
          value ->> 'revision', value ->> 'kind', value ->> 'item', value ->> 'key', \
-         unhex(value ->> 'payload'), $2 from json_each($1)",
+         coalesce(substr($3, value ->> 'payload_at', value ->> 'payload_len'), x''), $2 from json_each($1)",
     );
     #[derive(Serialize)]
     struct Row<'a> {
@@ -120,10 +92,11 @@ pub(crate) async fn record_changes(
         project: &'a str,
         environment: &'a str,
         revision: i64,
-        kind: &'static str,
-        item: &'static str,
+        kind: i32,
+        item: i32,
         key: &'a str,
-        payload: String,
+        payload_at: usize,
+        payload_len: usize,
     }
     if changes.is_empty() {
         return Ok(Vec::new());
@@ -140,6 +113,7 @@ pub(crate) async fn record_changes(
         next.insert(env_id, last - count + 1);
     }
     let mut revisions = Vec::with_capacity(changes.len());
+    let mut payloads = Blob::default();
     let rows: Vec<Row<'_>> = changes
         .iter()
         .map(|logged| {
@@ -147,21 +121,24 @@ pub(crate) async fn record_changes(
             let revision = *slot;
             *slot += 1;
             revisions.push(to_u64(revision));
+            let payload = payloads.push(&logged.change.payload);
             Row {
                 environment_id: logged.env.id,
                 project: logged.project,
                 environment: &logged.env.key,
                 revision,
-                kind: kind_name(logged.change.kind),
-                item: item_name(logged.change.item),
+                kind: logged.change.kind.into(),
+                item: logged.change.item.into(),
                 key: logged.change.key,
-                payload: hex(&logged.change.payload),
+                payload_at: payload.at,
+                payload_len: payload.len,
             }
         })
         .collect();
     on!(&mut *tx, |c, d| sqlx::query(d.pick(LOG.0, LOG.1))
         .bind(Json(&rows))
         .bind(at)
+        .bind(payloads.as_bytes())
         .execute(c)
         .await
         .map(drop)?);

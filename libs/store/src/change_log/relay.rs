@@ -10,7 +10,6 @@ use sqlx::{Connection, FromRow};
 use time::OffsetDateTime;
 use vexil_proto::{ChangeEvent, EnvironmentSnapshot};
 
-use super::{parse_item, parse_kind};
 use crate::Store;
 use crate::db::{Pool, now, on, to_u64};
 use crate::error::{Result, StoreError};
@@ -38,8 +37,8 @@ struct ChangeRow {
     project: String,
     environment: String,
     revision: i64,
-    kind: String,
-    item: String,
+    kind: i32,
+    item: i32,
     key: String,
     payload: Vec<u8>,
     committed_at: OffsetDateTime,
@@ -47,19 +46,17 @@ struct ChangeRow {
 
 impl ChangeRow {
     fn event(self) -> ChangeEvent {
-        let mut event = ChangeEvent {
+        ChangeEvent {
             environment_id: self.environment_id,
             project: self.project,
             environment: self.environment,
             revision: to_u64(self.revision),
+            kind: self.kind,
+            item: self.item,
             key: self.key,
             payload: self.payload,
             committed_at_ms: unix_millis(self.committed_at),
-            ..ChangeEvent::default()
-        };
-        event.set_kind(parse_kind(&self.kind));
-        event.set_item(parse_item(&self.item));
-        event
+        }
     }
 }
 
