@@ -2,12 +2,13 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use sqlx::FromRow;
 use sqlx::types::Json;
 use time::OffsetDateTime;
+use tokio::time::Instant;
 use vexil_keys::{NewSecret, SecretKind};
 use vexil_model::{ProjectKey, ValidationErrors};
 
@@ -221,6 +222,9 @@ const VERIFIED_TOKEN_CAPACITY: usize = 1_024;
 /// request's cost. A token revoked through this process is forgotten at once (the cache is emptied);
 /// one revoked through another control-plane replica still works here for at most the TTL. Only valid
 /// tokens are kept, so guessing cannot fill it.
+///
+/// Ages are on the runtime's clock ([`tokio::time::Instant`], the system's monotonic clock unless a
+/// test pauses it), so a test can move time past the TTL instead of sleeping it out.
 #[derive(Debug, Default)]
 pub(crate) struct VerifiedTokens {
     entries: Mutex<HashMap<[u8; 32], (Instant, TokenRecord)>>,
