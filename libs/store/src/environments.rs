@@ -7,10 +7,14 @@ use vexil_model::{EnvironmentKey, FlagConfigSpec, FlagSpec, ProjectKey};
 use vexil_proto::{ItemKind, SdkKey};
 
 use crate::Store;
-use crate::db::{Tx, on};
-use crate::error::{Result, StoreError, is_unique_violation};
+use crate::audit::{self, AuditEntry};
+use crate::change_log::{self, Change};
+use crate::db::{Tx, now, on, to_u64};
+use crate::error::{Result, StoreError, corrupt, is_unique_violation};
+use crate::flags::configured;
+use crate::parents::{self, EnvRow, ProjectRow};
 use crate::records::{Actor, EnvironmentRecord, NewSdkKeys, SdkKeyRecord};
-use crate::write::{self, AuditEntry, Change, EnvRow, ProjectRow, corrupt, now, to_u64};
+use crate::snapshot::unix_millis;
 
 fn record(project: &ProjectRow, row: EnvRow) -> Result<EnvironmentRecord> {
     Ok(EnvironmentRecord {
@@ -45,10 +49,10 @@ impl Store {
     ) -> Result<(EnvironmentRecord, NewSdkKeys)> {
         let at = now();
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
+        let project_row = parents::project(&mut tx, project).await?;
         let (_, keys) = self.insert_environment(&mut tx, actor, &project_row, key, name, at).await?;
         // Read back: creating keys and configurations has moved the revision on.
-        let env = write::environment(&mut tx, &project_row, key).await?;
+        let env = parents::environment(&mut tx, &project_row, key).await?;
         let record = record(&project_row, env)?;
         self.commit(tx).await?;
         Ok((record, keys))
@@ -98,8 +102,8 @@ impl Store {
                 .await
                 .map(drop)?);
             if !flag.archived {
-                let payload = crate::flags::configured(&flag, &config);
-                write::record_change(
+                let payload = configured(&flag, &config);
+                change_log::record_change(
                     tx,
                     &project.key,
                     &env,
@@ -110,7 +114,7 @@ impl Store {
             }
         }
         let keys = self.insert_keys(tx, project, &env, at).await?;
-        write::append_audit(
+        audit::append_audit(
             tx,
             AuditEntry {
                 actor,
@@ -157,7 +161,7 @@ impl Store {
                 secret_sha256: secret.sha256.to_vec(),
                 expires_at_ms: 0,
             };
-            write::record_change(tx, &project.key, env, Change::upsert_key(&key), at).await?;
+            change_log::record_change(tx, &project.key, env, Change::upsert_key(&key), at).await?;
         }
         Ok(NewSdkKeys {
             environment: EnvironmentKey::parse(env.key.clone()).map_err(|e| corrupt("environment key", e))?,
@@ -169,8 +173,8 @@ impl Store {
     /// The environments of a project.
     pub async fn list_environments(&self, project: &ProjectKey) -> Result<Vec<EnvironmentRecord>> {
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
-        write::environments(&mut tx, project_row.id)
+        let project_row = parents::project(&mut tx, project).await?;
+        parents::environments(&mut tx, project_row.id)
             .await?
             .into_iter()
             .map(|row| record(&project_row, row))
@@ -184,8 +188,8 @@ impl Store {
         key: &EnvironmentKey,
     ) -> Result<EnvironmentRecord> {
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
-        let env = write::environment(&mut tx, &project_row, key).await?;
+        let project_row = parents::project(&mut tx, project).await?;
+        let env = parents::environment(&mut tx, &project_row, key).await?;
         record(&project_row, env)
     }
 
@@ -201,11 +205,11 @@ impl Store {
                            returning id, key, name, revision, created_at, updated_at";
         let at = now();
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
-        let before = write::environment(&mut tx, &project_row, key).await?;
+        let project_row = parents::project(&mut tx, project).await?;
+        let before = parents::environment(&mut tx, &project_row, key).await?;
         let row: EnvRow =
             on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(before.id).bind(name).bind(at).fetch_one(c).await?);
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,
@@ -235,11 +239,11 @@ impl Store {
         const SQL: &str = "delete from environments where id = $1";
         let at = now();
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
-        let env = write::environment(&mut tx, &project_row, key).await?;
+        let project_row = parents::project(&mut tx, project).await?;
+        let env = parents::environment(&mut tx, &project_row, key).await?;
         self.record_environment_deleted(&mut tx, &project_row, &env, at).await?;
         on!(&mut tx, |c, d| sqlx::query(SQL).bind(env.id).execute(c).await.map(drop)?);
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,
@@ -264,7 +268,7 @@ impl Store {
         env: &EnvRow,
         at: OffsetDateTime,
     ) -> Result<()> {
-        write::record_change(tx, &project.key, env, Change::delete(ItemKind::Environment, &env.key), at)
+        change_log::record_change(tx, &project.key, env, Change::delete(ItemKind::Environment, &env.key), at)
             .await?;
         Ok(())
     }
@@ -274,8 +278,8 @@ impl Store {
         const SQL: &str = "select id, kind, prefix, created_at, expires_at from sdk_keys \
                            where environment_id = $1 order by created_at, kind";
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
-        let env = write::environment(&mut tx, &project_row, key).await?;
+        let project_row = parents::project(&mut tx, project).await?;
+        let env = parents::environment(&mut tx, &project_row, key).await?;
         let rows: Vec<KeyRow> = on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(env.id).fetch_all(c).await?);
         rows.into_iter()
             .map(|row| {
@@ -308,28 +312,29 @@ impl Store {
         let at = now();
         let expires = at + overlap.max(Duration::ZERO);
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
-        let env = write::environment(&mut tx, &project_row, key).await?;
+        let project_row = parents::project(&mut tx, project).await?;
+        let env = parents::environment(&mut tx, &project_row, key).await?;
         let purged: Vec<String> =
             on!(&mut tx, |c, d| sqlx::query_scalar(PURGE).bind(env.id).bind(at).fetch_all(c).await?);
         // Replicas hold keys too: tell them the expired ones are gone.
         for id in &purged {
-            write::record_change(&mut tx, &project_row.key, &env, Change::delete(ItemKind::SdkKey, id), at)
-                .await?;
+            change_log::record_change(
+                &mut tx,
+                &project_row.key,
+                &env,
+                Change::delete(ItemKind::SdkKey, id),
+                at,
+            )
+            .await?;
         }
         let expiring: Vec<(String, String, Vec<u8>)> =
             on!(&mut tx, |c, d| sqlx::query_as(EXPIRE).bind(env.id).bind(expires).fetch_all(c).await?);
         for (id, kind, secret_sha256) in expiring {
-            let key = SdkKey {
-                id,
-                kind,
-                secret_sha256,
-                expires_at_ms: (expires.unix_timestamp_nanos() / 1_000_000) as i64,
-            };
-            write::record_change(&mut tx, &project_row.key, &env, Change::upsert_key(&key), at).await?;
+            let key = SdkKey { id, kind, secret_sha256, expires_at_ms: unix_millis(expires) };
+            change_log::record_change(&mut tx, &project_row.key, &env, Change::upsert_key(&key), at).await?;
         }
         let keys = self.insert_keys(&mut tx, &project_row, &env, at).await?;
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,

@@ -91,6 +91,14 @@ fn is_unavailable_code(code: Option<&str>) -> bool {
     code.is_some_and(|c| c.starts_with("08") || c.starts_with("57P"))
 }
 
+/// Stored data that cannot be read as what it should be.
+pub(crate) fn corrupt(
+    what: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> StoreError {
+    StoreError::Corrupt { what: what.into(), source: Box::new(source) }
+}
+
 /// Whether the error is a unique-constraint violation (PostgreSQL 23505, SQLite 2067/1555).
 pub(crate) fn is_unique_violation(error: &sqlx::Error) -> bool {
     match error {

@@ -1,37 +1,34 @@
-//! Changing flag configurations, with group commit.
+//! Changing flag configurations: deciding each change and the set-based statements that write a batch.
 //!
 //! A configuration change (`PUT …/environments/{env}`, `POST …/toggle`) is the write people and
-//! pipelines make most. Each bumps its environment's revision and extends the audit chain, and
-//! PostgreSQL holds both row locks until the commit is flushed to disk, so with one transaction per
-//! change the whole control plane commits one change per disk flush, however many writers wait.
-//!
-//! So changes that arrive while a commit is under way wait for it and are then applied together, in
-//! arrival order, in one transaction with set-based statements and one flush. Each change is still
-//! decided on its own — `If-Match`, validation, the compile check — against the state the changes
-//! before it in the batch left, exactly as if they had committed one after the other; one that fails
-//! is left out and answered with its error without touching the others. The rest commit together,
-//! each with its revision, change-log row and audit record. Should the transaction itself fail (a lost
-//! connection, a deadlock), every change of the batch is retried alone, so one change can never make
-//! another fail.
+//! pipelines make most, so changes are committed in groups ([`crate::group_commit`]): the ones that
+//! arrive while a commit is under way are applied together, in arrival order, in one transaction with
+//! set-based statements and one flush. Each change is still decided on its own — `If-Match`,
+//! validation, the compile check — against the state the changes before it in the batch left, exactly
+//! as if they had committed one after the other; one that fails is left out and answered with its error
+//! without touching the others. The rest commit together, each with its revision, change-log row and
+//! audit record.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, OnceLock};
 
 use serde::Serialize;
 use serde_json::json;
 use sqlx::FromRow;
 use sqlx::types::Json;
 use time::OffsetDateTime;
-use tokio::sync::{mpsc, oneshot};
 use vexil_model::{ConfiguredFlag, EnvironmentKey, Flag, FlagConfig, FlagConfigSpec, FlagKey, ProjectKey};
 use vexil_proto::ItemKind;
 
 use crate::Store;
-use crate::db::{Tx, on};
+use crate::audit::{self, AuditEntry};
+use crate::change_log::{self, Change, LoggedChange};
+use crate::checks;
+use crate::db::{Tx, now, on, to_u64};
 use crate::error::{Result, StoreError};
 use crate::flags::{FlagRow, configured};
+use crate::group_commit::Batch;
+use crate::parents::EnvRow;
 use crate::records::{Actor, FlagConfigRecord};
-use crate::write::{self, AuditEntry, Change, EnvRow, LoggedChange, now, to_u64};
 
 /// What a configuration change does to the current configuration.
 enum ConfigChange {
@@ -58,7 +55,7 @@ impl ConfigChange {
 }
 
 /// One requested change to one flag's configuration in one environment.
-struct ConfigWrite {
+pub(crate) struct ConfigWrite {
     actor: Actor,
     project: ProjectKey,
     flag: FlagKey,
@@ -68,47 +65,13 @@ struct ConfigWrite {
     change: ConfigChange,
 }
 
-struct Queued {
-    write: ConfigWrite,
-    reply: oneshot::Sender<Result<FlagConfigRecord>>,
-}
+impl Batch for ConfigWrite {
+    type Outcome = FlagConfigRecord;
 
-/// The committer of configuration changes: a thread of its own, started by the first change, that
-/// takes every change queued while it was committing the previous batch and commits them together.
-///
-/// A thread with its own runtime rather than a task: a batch is on the critical path of every waiting
-/// change, so its statements must not wait behind HTTP work on a busy server thread, and it must not
-/// depend on the runtime of whichever caller happened to come first. It ends when the last [`Store`]
-/// clone is dropped (the queue closes).
-#[derive(Debug, Default)]
-pub(crate) struct GroupCommit {
-    queue: OnceLock<mpsc::UnboundedSender<Queued>>,
-}
+    const THREAD_NAME: &'static str = "vexil-config-commit";
 
-/// The most changes one transaction takes.
-const MAX_BATCH: usize = 512;
-
-impl GroupCommit {
-    fn queue(&self, store: &Store) -> &mpsc::UnboundedSender<Queued> {
-        self.queue.get_or_init(|| {
-            let (sender, receiver) = mpsc::unbounded_channel();
-            // The committer's own handle on the database. Its `config_writes` is a fresh, idle one: a
-            // clone of this store would keep the queue open, and the thread alive, forever.
-            let committer = Store {
-                pool: store.pool.clone(),
-                local_wake: store.local_wake.clone(),
-                config_writes: Arc::default(),
-                verified_tokens: Arc::default(),
-            };
-            let started = std::thread::Builder::new()
-                .name("vexil-config-commit".into())
-                .spawn(move || committer.run_committer(receiver));
-            if let Err(error) = started {
-                // The queue's receiver is gone with the closure: every change gets `Abandoned`.
-                tracing::error!(%error, "cannot start the configuration committer thread");
-            }
-            sender
-        })
+    async fn apply(store: &Store, writes: &[&ConfigWrite]) -> Result<Vec<Result<FlagConfigRecord>>> {
+        store.apply_config_writes(writes).await
     }
 }
 
@@ -140,15 +103,15 @@ impl Store {
         spec: FlagConfigSpec,
         if_version: Option<u64>,
     ) -> Result<FlagConfigRecord> {
-        self.change_flag_config(ConfigWrite {
+        let write = ConfigWrite {
             actor: actor.clone(),
             project: project.clone(),
             flag: flag.clone(),
             environment: environment.clone(),
             if_version,
             change: ConfigChange::Replace(Box::new(spec)),
-        })
-        .await
+        };
+        self.config_writes.submit(self, write).await
     }
 
     /// Turns a flag on or off in one environment, leaving the rest of its configuration as it is.
@@ -160,74 +123,15 @@ impl Store {
         environment: &EnvironmentKey,
         on: bool,
     ) -> Result<FlagConfigRecord> {
-        self.change_flag_config(ConfigWrite {
+        let write = ConfigWrite {
             actor: actor.clone(),
             project: project.clone(),
             flag: flag.clone(),
             environment: environment.clone(),
             if_version: None,
             change: ConfigChange::Toggle(on),
-        })
-        .await
-    }
-
-    /// Queues the change for the committer and waits for its outcome.
-    async fn change_flag_config(&self, write: ConfigWrite) -> Result<FlagConfigRecord> {
-        let (reply, answer) = oneshot::channel();
-        self.config_writes.queue(self).send(Queued { write, reply }).map_err(|_| StoreError::Abandoned)?;
-        answer.await.unwrap_or(Err(StoreError::Abandoned))
-    }
-
-    /// The committer thread's loop: wait for a change, take it and every other change queued by then,
-    /// commit them, answer each; until the queue closes.
-    fn run_committer(self, mut queue: mpsc::UnboundedReceiver<Queued>) {
-        let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(runtime) => runtime,
-            Err(error) => {
-                tracing::error!(%error, "cannot start the configuration committer's runtime");
-                return;
-            }
         };
-        runtime.block_on(async move {
-            while let Some(first) = queue.recv().await {
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH
-                    && let Ok(next) = queue.try_recv()
-                {
-                    batch.push(next);
-                }
-                self.commit_config_batch(batch).await;
-            }
-        });
-    }
-
-    async fn commit_config_batch(&self, batch: Vec<Queued>) {
-        let writes: Vec<&ConfigWrite> = batch.iter().map(|queued| &queued.write).collect();
-        match self.apply_config_writes(&writes).await {
-            Ok(outcomes) => {
-                drop(writes);
-                for (queued, outcome) in batch.into_iter().zip(outcomes) {
-                    let _ = queued.reply.send(outcome);
-                }
-            }
-            Err(error) if batch.len() > 1 => {
-                tracing::warn!(error = %error, changes = batch.len(), "a batch of configuration changes failed; retrying each alone");
-                drop(writes);
-                for queued in batch {
-                    let outcome = match self.apply_config_writes(&[&queued.write]).await {
-                        Ok(mut outcomes) => outcomes.pop().unwrap_or(Err(StoreError::Abandoned)),
-                        Err(error) => Err(error),
-                    };
-                    let _ = queued.reply.send(outcome);
-                }
-            }
-            Err(error) => {
-                drop(writes);
-                if let Some(queued) = batch.into_iter().next() {
-                    let _ = queued.reply.send(Err(error));
-                }
-            }
-        }
+        self.config_writes.submit(self, write).await
     }
 
     /// Applies `writes` in order in one transaction. The outer error means the transaction failed and
@@ -295,7 +199,7 @@ impl Store {
                 ),
             })
             .collect();
-        write::record_changes(&mut tx, changes, at).await?;
+        change_log::record_changes(&mut tx, changes, at).await?;
         let entries: Vec<AuditEntry<'_>> = accepted
             .iter()
             .map(|change| {
@@ -315,7 +219,7 @@ impl Store {
                 }
             })
             .collect();
-        write::append_audits(&mut tx, entries, at).await?;
+        audit::append_audits(&mut tx, entries, at).await?;
         self.commit(tx).await?;
         for change in accepted {
             let write = writes[change.index];
@@ -364,7 +268,7 @@ async fn decide(
     let config = FlagConfig::parse(spec, flag)?;
     let env_pending = pending.entry(target.env_id).or_default();
     let edited = ConfiguredFlag::new(flag.clone(), config.clone());
-    write::check_flag_config(tx, env, edited.clone(), env_pending).await?;
+    checks::check_flag_config(tx, env, edited.clone(), env_pending).await?;
     env_pending.insert(flag.key.to_string(), edited);
     current.insert((target.flag_id, target.env_id), config.spec().clone());
     Ok((flag.clone(), config, before))

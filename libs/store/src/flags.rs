@@ -11,10 +11,13 @@ use vexil_model::{
 use vexil_proto::ItemKind;
 
 use crate::Store;
-use crate::db::{Tx, on};
-use crate::error::{Result, StoreError, is_unique_violation};
+use crate::audit::{self, AuditEntry};
+use crate::change_log::{self, Change};
+use crate::checks;
+use crate::db::{Tx, now, on, to_u64};
+use crate::error::{Result, StoreError, corrupt, is_unique_violation};
+use crate::parents::{self, EnvRow, ProjectRow};
 use crate::records::{Actor, FlagConfigRecord, FlagRecord};
-use crate::write::{self, AuditEntry, Change, EnvRow, ProjectRow, corrupt, now, to_u64};
 
 /// Which flags to list; all conditions ANDed.
 #[derive(Debug, Clone, Default)]
@@ -110,7 +113,7 @@ impl Store {
                               values ($1, $2, $3, 1, $4)";
         let at = now();
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
+        let project_row = parents::project(&mut tx, project).await?;
         let inserted: std::result::Result<FlagRow, sqlx::Error> = on!(&mut tx, |c, d| sqlx::query_as(INSERT)
             .bind(project_row.id)
             .bind(flag.key.as_str())
@@ -128,7 +131,7 @@ impl Store {
         })?;
         let mut config = FlagConfigSpec::initial(&flag);
         config.version = 1;
-        for env in write::environments(&mut tx, project_row.id).await? {
+        for env in parents::environments(&mut tx, project_row.id).await? {
             on!(&mut tx, |c, d| sqlx::query(CONFIG)
                 .bind(row.id)
                 .bind(env.id)
@@ -139,7 +142,7 @@ impl Store {
                 .map(drop)?);
             if !flag.archived {
                 let payload = configured(&flag, &config);
-                write::record_change(
+                change_log::record_change(
                     &mut tx,
                     project.as_str(),
                     &env,
@@ -149,7 +152,7 @@ impl Store {
                 .await?;
             }
         }
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,
@@ -174,7 +177,7 @@ impl Store {
         const SQL: &str =
             "select id, spec, version, created_at, updated_at from flags where project_id = $1 order by key";
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
+        let project_row = parents::project(&mut tx, project).await?;
         let rows: Vec<FlagRow> =
             on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(project_row.id).fetch_all(c).await?);
         let mut records = Vec::with_capacity(rows.len());
@@ -190,7 +193,7 @@ impl Store {
     /// One flag.
     pub async fn get_flag(&self, project: &ProjectKey, key: &FlagKey) -> Result<FlagRecord> {
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
+        let project_row = parents::project(&mut tx, project).await?;
         flag_row(&mut tx, &project_row, key).await?.record()
     }
 
@@ -223,7 +226,7 @@ impl Store {
         }
         let at = now();
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
+        let project_row = parents::project(&mut tx, project).await?;
         let before = flag_row(&mut tx, &project_row, key).await?;
         if let Some(expected) = if_version
             && expected != to_u64(before.version)
@@ -270,10 +273,10 @@ impl Store {
             if before.flag.archived && flag.archived {
                 continue; // still archived: the data plane has nothing to learn
             }
-            write::record_change(&mut tx, project.as_str(), &env, change, at).await?;
-            write::check_environment(&mut tx, &env, Some(key.as_str())).await?;
+            change_log::record_change(&mut tx, project.as_str(), &env, change, at).await?;
+            checks::check_environment(&mut tx, &env, Some(key.as_str())).await?;
         }
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,
@@ -299,14 +302,14 @@ impl Store {
         const DELETE: &str = "delete from flags where id = $1";
         let at = now();
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
+        let project_row = parents::project(&mut tx, project).await?;
         let row = flag_row(&mut tx, &project_row, key).await?;
         let flag_id = row.id;
         let before = row.record()?;
         on!(&mut tx, |c, d| sqlx::query(DELETE).bind(flag_id).execute(c).await.map(drop)?);
-        for env in write::environments(&mut tx, project_row.id).await? {
+        for env in parents::environments(&mut tx, project_row.id).await? {
             if !before.flag.archived {
-                write::record_change(
+                change_log::record_change(
                     &mut tx,
                     project.as_str(),
                     &env,
@@ -315,9 +318,9 @@ impl Store {
                 )
                 .await?;
             }
-            write::check_environment(&mut tx, &env, None).await?;
+            checks::check_environment(&mut tx, &env, None).await?;
         }
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,
@@ -343,8 +346,8 @@ impl Store {
         environment: &EnvironmentKey,
     ) -> Result<FlagConfigRecord> {
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
-        let env = write::environment(&mut tx, &project_row, environment).await?;
+        let project_row = parents::project(&mut tx, project).await?;
+        let env = parents::environment(&mut tx, &project_row, environment).await?;
         let flag_row = flag_row(&mut tx, &project_row, flag).await?;
         let config = config_row(&mut tx, flag_row.id, &env, flag).await?;
         let flag_record = flag_row.record()?;

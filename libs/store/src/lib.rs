@@ -4,25 +4,48 @@
 //! Every write is one transaction that changes the item, bumps each affected environment's revision
 //! with a change-log row (the event the data plane will receive), appends a hash-chained audit record,
 //! and checks that the environment still compiles. If any part fails, nothing is written.
-//! Configuration changes that arrive together share a transaction (group commit, see
-//! `flag_configs.rs`), each still decided and answered on its own.
+//! Configuration changes that arrive together share a transaction (group commit), each still decided
+//! and answered on its own.
 //!
 //! The change log is an outbox: [`Store::pending_changes`] hands unsent rows to the relay, which
 //! publishes them and calls [`Store::mark_sent`]. A bus outage only delays delivery.
+//!
+//! # Layout
+//!
+//! One module per item holds the public operations on it: `projects`, `environments` (with their SDK
+//! keys), `flags`, `flag_configs` (configuration changes, decided one by one and written in batches),
+//! `segments` and `tokens`; `records` holds the types they return. Every write is assembled from the
+//! same pieces, one module per idea:
+//!
+//! | module | holds |
+//! | --- | --- |
+//! | `parents` | the project and environment rows an item hangs from, found by key |
+//! | `change_log` | the outbox: `append` (the revision bump and the rows), `relay` (draining them) |
+//! | `audit` | the hash chain: `append` inside a write, `read` to list and verify, `hash` shared by both |
+//! | `checks` | compiling what a write leaves, before it commits |
+//! | `snapshot` | the environment as the data plane receives it, put together by the database |
+//! | `group_commit` | the queue and committer thread that commit configuration changes in groups |
+//! | `db` | the two backends, the `on!` macro, and how values cross into both |
+//! | `error` | [`StoreError`] |
+//!
+//! Imports go one way: item modules use the pieces; no piece uses an item module.
 #![deny(missing_docs)]
 
 mod audit;
-mod changes;
+mod change_log;
+mod checks;
 mod db;
 mod environments;
 mod error;
 mod flag_configs;
 mod flags;
+mod group_commit;
+mod parents;
 mod projects;
 mod records;
 mod segments;
+mod snapshot;
 mod tokens;
-mod write;
 
 use std::str::FromStr;
 use std::sync::Arc;
@@ -31,7 +54,7 @@ use std::time::Duration;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 
-pub use changes::{ChangeWaker, PendingChanges, RelayLease};
+pub use change_log::{ChangeWaker, PendingChanges, RelayLease};
 pub use error::{Result, StoreError};
 pub use flags::FlagFilter;
 pub use records::{
@@ -41,6 +64,8 @@ pub use records::{
 pub use tokens::{NewToken, VERIFIED_TOKEN_TTL};
 
 use crate::db::Pool;
+use crate::flag_configs::ConfigWrite;
+use crate::group_commit::GroupCommit;
 
 /// The environments every new project gets.
 pub const DEFAULT_ENVIRONMENTS: [&str; 2] = ["development", "production"];
@@ -52,7 +77,7 @@ pub struct Store {
     /// Wakes the relay after a commit when the database cannot (SQLite has no LISTEN/NOTIFY).
     local_wake: Arc<tokio::sync::Notify>,
     /// Configuration changes waiting to be committed together.
-    config_writes: Arc<flag_configs::GroupCommit>,
+    config_writes: Arc<GroupCommit<ConfigWrite>>,
     /// Management tokens verified recently.
     verified_tokens: Arc<tokens::VerifiedTokens>,
 }
@@ -122,6 +147,17 @@ impl Store {
     /// Whether this store is PostgreSQL (as opposed to SQLite).
     pub fn is_postgres(&self) -> bool {
         matches!(self.pool, Pool::Postgres(_))
+    }
+
+    /// Another handle on the same database and relay wake-up, with its own (idle) commit queue and
+    /// token cache: the one a committer thread holds, since a clone would keep the queue it serves open.
+    pub(crate) fn detached(&self) -> Store {
+        Store {
+            pool: self.pool.clone(),
+            local_wake: self.local_wake.clone(),
+            config_writes: Arc::default(),
+            verified_tokens: Arc::default(),
+        }
     }
 
     pub(crate) async fn begin(&self) -> Result<db::Tx> {

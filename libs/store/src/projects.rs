@@ -3,17 +3,18 @@
 use serde_json::json;
 use vexil_model::{EnvironmentKey, ProjectKey};
 
-use crate::db::on;
-use crate::error::{Result, StoreError, is_unique_violation};
+use crate::audit::{self, AuditEntry};
+use crate::db::{now, on};
+use crate::error::{Result, StoreError, corrupt, is_unique_violation};
+use crate::parents::{self, ProjectRow};
 use crate::records::{Actor, NewSdkKeys, ProjectRecord};
-use crate::write::{self, AuditEntry, ProjectRow, now};
 use crate::{DEFAULT_ENVIRONMENTS, Store};
 
 impl TryFrom<ProjectRow> for ProjectRecord {
     type Error = StoreError;
     fn try_from(row: ProjectRow) -> Result<ProjectRecord> {
         Ok(ProjectRecord {
-            key: ProjectKey::parse(row.key).map_err(|e| write::corrupt("project key", e))?,
+            key: ProjectKey::parse(row.key).map_err(|e| corrupt("project key", e))?,
             name: row.name,
             description: row.description,
             created_at: row.created_at,
@@ -54,7 +55,7 @@ impl Store {
             }
         })?;
         let record = ProjectRecord::try_from(row.clone())?;
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,
@@ -91,7 +92,7 @@ impl Store {
     /// One project.
     pub async fn get_project(&self, key: &ProjectKey) -> Result<ProjectRecord> {
         let mut tx = self.begin().await?;
-        write::project(&mut tx, key).await?.try_into()
+        parents::project(&mut tx, key).await?.try_into()
     }
 
     /// Changes a project's name and/or description.
@@ -106,7 +107,7 @@ impl Store {
                            returning id, key, name, description, created_at, updated_at";
         let at = now();
         let mut tx = self.begin().await?;
-        let row = write::project(&mut tx, key).await?;
+        let row = parents::project(&mut tx, key).await?;
         let id = row.id;
         let before = ProjectRecord::try_from(row)?;
         let row: ProjectRow = on!(&mut tx, |c, d| sqlx::query_as(SQL)
@@ -117,7 +118,7 @@ impl Store {
             .fetch_one(c)
             .await?);
         let after = ProjectRecord::try_from(row)?;
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,
@@ -142,13 +143,13 @@ impl Store {
         const SQL: &str = "delete from projects where id = $1";
         let at = now();
         let mut tx = self.begin().await?;
-        let project = write::project(&mut tx, key).await?;
-        for env in write::environments(&mut tx, project.id).await? {
+        let project = parents::project(&mut tx, key).await?;
+        for env in parents::environments(&mut tx, project.id).await? {
             self.record_environment_deleted(&mut tx, &project, &env, at).await?;
         }
         on!(&mut tx, |c, d| sqlx::query(SQL).bind(project.id).execute(c).await.map(drop)?);
         let before = project_json(&ProjectRecord::try_from(project)?);
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,

@@ -8,10 +8,13 @@ use vexil_model::{EnvironmentKey, ProjectKey, Segment, SegmentKey, SegmentSpec, 
 use vexil_proto::ItemKind;
 
 use crate::Store;
-use crate::db::{Tx, on};
-use crate::error::{Result, StoreError, is_unique_violation};
+use crate::audit::{self, AuditEntry};
+use crate::change_log::{self, Change};
+use crate::checks;
+use crate::db::{Tx, now, on, to_u64};
+use crate::error::{Result, StoreError, corrupt, is_unique_violation};
+use crate::parents::{self, EnvRow};
 use crate::records::{Actor, SegmentRecord};
-use crate::write::{self, AuditEntry, Change, EnvRow, corrupt, now, to_u64};
 
 #[derive(FromRow)]
 struct SegmentRow {
@@ -59,8 +62,8 @@ impl Store {
                            values ($1, $2, $3, 1, $4, $4) returning id, spec, version, created_at, updated_at";
         let at = now();
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
-        let env = write::environment(&mut tx, &project_row, environment).await?;
+        let project_row = parents::project(&mut tx, project).await?;
+        let env = parents::environment(&mut tx, &project_row, environment).await?;
         let mut spec = segment.into_spec();
         spec.version = 1;
         let inserted: std::result::Result<SegmentRow, sqlx::Error> = on!(&mut tx, |c, d| sqlx::query_as(SQL)
@@ -77,7 +80,7 @@ impl Store {
                 e.into()
             }
         })?;
-        write::record_change(
+        change_log::record_change(
             &mut tx,
             project.as_str(),
             &env,
@@ -85,7 +88,7 @@ impl Store {
             at,
         )
         .await?;
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,
@@ -113,8 +116,8 @@ impl Store {
     ) -> Result<Vec<SegmentRecord>> {
         const SQL: &str = "select id, spec, version, created_at, updated_at from segments where environment_id = $1 order by key";
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
-        let env = write::environment(&mut tx, &project_row, environment).await?;
+        let project_row = parents::project(&mut tx, project).await?;
+        let env = parents::environment(&mut tx, &project_row, environment).await?;
         let rows: Vec<SegmentRow> =
             on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(env.id).fetch_all(c).await?);
         rows.into_iter().map(SegmentRow::record).collect()
@@ -128,8 +131,8 @@ impl Store {
         key: &SegmentKey,
     ) -> Result<SegmentRecord> {
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
-        let env = write::environment(&mut tx, &project_row, environment).await?;
+        let project_row = parents::project(&mut tx, project).await?;
+        let env = parents::environment(&mut tx, &project_row, environment).await?;
         segment_row(&mut tx, &env, key).await?.record()
     }
 
@@ -151,8 +154,8 @@ impl Store {
         }
         let at = now();
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
-        let env = write::environment(&mut tx, &project_row, environment).await?;
+        let project_row = parents::project(&mut tx, project).await?;
+        let env = parents::environment(&mut tx, &project_row, environment).await?;
         let before = segment_row(&mut tx, &env, key).await?;
         let current = to_u64(before.version);
         if let Some(expected) = if_version
@@ -177,7 +180,7 @@ impl Store {
                 current: now_current,
             });
         };
-        write::record_change(
+        change_log::record_change(
             &mut tx,
             project.as_str(),
             &env,
@@ -185,7 +188,7 @@ impl Store {
             at,
         )
         .await?;
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,
@@ -216,11 +219,11 @@ impl Store {
         const SQL: &str = "delete from segments where id = $1";
         let at = now();
         let mut tx = self.begin().await?;
-        let project_row = write::project(&mut tx, project).await?;
-        let env = write::environment(&mut tx, &project_row, environment).await?;
+        let project_row = parents::project(&mut tx, project).await?;
+        let env = parents::environment(&mut tx, &project_row, environment).await?;
         let before = segment_row(&mut tx, &env, key).await?;
         on!(&mut tx, |c, d| sqlx::query(SQL).bind(before.id).execute(c).await.map(drop)?);
-        write::record_change(
+        change_log::record_change(
             &mut tx,
             project.as_str(),
             &env,
@@ -228,8 +231,8 @@ impl Store {
             at,
         )
         .await?;
-        write::check_environment(&mut tx, &env, None).await?;
-        write::append_audit(
+        checks::check_environment(&mut tx, &env, None).await?;
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,

@@ -2,20 +2,22 @@
 
 use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::json;
 use sqlx::FromRow;
 use sqlx::types::Json;
 use time::OffsetDateTime;
+use tokio::time::Instant;
 use vexil_keys::{NewSecret, SecretKind};
 use vexil_model::{ProjectKey, ValidationErrors};
 
 use crate::Store;
-use crate::db::{on, on_pool};
-use crate::error::{Result, StoreError};
+use crate::audit::{self, AuditEntry};
+use crate::db::{now, on, on_pool};
+use crate::error::{Result, StoreError, corrupt};
+use crate::parents;
 use crate::records::{Actor, Role, TokenRecord};
-use crate::write::{self, AuditEntry, corrupt, now};
 
 /// A token to create.
 #[derive(Debug, Clone)]
@@ -84,7 +86,7 @@ impl Store {
         let mut tx = self.begin().await?;
         // A scope naming a project that does not exist is a typo that would leave the token useless.
         for (index, project) in token.projects.iter().flatten().enumerate() {
-            match write::project(&mut tx, project).await {
+            match parents::project(&mut tx, project).await {
                 Ok(_) => {}
                 Err(StoreError::NotFound { .. }) => {
                     return Err(StoreError::Invalid(ValidationErrors::single(
@@ -106,7 +108,7 @@ impl Store {
             .fetch_one(c)
             .await?);
         let record = row.record()?;
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,
@@ -186,7 +188,7 @@ impl Store {
             on!(&mut tx, |c, d| sqlx::query_as(SQL).bind(id).fetch_optional(c).await?);
         let record =
             row.ok_or_else(|| StoreError::NotFound { resource: "token", key: id.to_owned() })?.record()?;
-        write::append_audit(
+        audit::append_audit(
             &mut tx,
             AuditEntry {
                 actor,
@@ -220,6 +222,9 @@ const VERIFIED_TOKEN_CAPACITY: usize = 1_024;
 /// request's cost. A token revoked through this process is forgotten at once (the cache is emptied);
 /// one revoked through another control-plane replica still works here for at most the TTL. Only valid
 /// tokens are kept, so guessing cannot fill it.
+///
+/// Ages are on the runtime's clock ([`tokio::time::Instant`], the system's monotonic clock unless a
+/// test pauses it), so a test can move time past the TTL instead of sleeping it out.
 #[derive(Debug, Default)]
 pub(crate) struct VerifiedTokens {
     entries: Mutex<HashMap<[u8; 32], (Instant, TokenRecord)>>,

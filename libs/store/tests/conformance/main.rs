@@ -5,5 +5,6 @@ mod helpers;
 mod audit;
 mod changes;
 mod flags;
+mod migrations;
 mod projects;
 mod tokens;

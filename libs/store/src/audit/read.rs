@@ -1,13 +1,13 @@
-//! Reading and verifying the audit log.
+//! Reading the audit log back: listing records, and walking the whole chain to verify it.
 
 use sqlx::FromRow;
 use time::OffsetDateTime;
 
+use super::hash::{AuditFields, audit_hash};
 use crate::Store;
-use crate::db::on;
+use crate::db::{on, to_u64};
 use crate::error::Result;
 use crate::records::{AuditQuery, AuditRecord, AuditVerification};
-use crate::write::{AuditFields, audit_hash, to_u64};
 
 #[derive(FromRow)]
 struct AuditRow {

@@ -1,5 +1,6 @@
-//! The change log as the relay sees it: pending events with the snapshot to cache, wake-ups, and the
-//! lease that keeps one relay active across control-plane replicas.
+//! The change log as the relay sees it: pending events with the snapshot to cache, marking them sent,
+//! pruning delivered rows, wake-ups, and the lease that keeps one relay active across control-plane
+//! replicas.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,9 +11,9 @@ use time::OffsetDateTime;
 use vexil_proto::{ChangeEvent, EnvironmentSnapshot};
 
 use crate::Store;
-use crate::db::{Pool, on};
+use crate::db::{Pool, now, on, to_u64};
 use crate::error::{Result, StoreError};
-use crate::write::{self, now, parse_item, parse_kind, to_u64};
+use crate::snapshot::{environment_snapshot_json, unix_millis};
 
 /// An arbitrary constant naming the relay's advisory lock (`pg_try_advisory_lock` takes a bigint).
 const RELAY_LOCK: i64 = 0x5645_5849_4c52_4c59; // "VEXILRLY"
@@ -36,32 +37,26 @@ struct ChangeRow {
     project: String,
     environment: String,
     revision: i64,
-    kind: String,
-    item: String,
+    kind: i32,
+    item: i32,
     key: String,
     payload: Vec<u8>,
     committed_at: OffsetDateTime,
 }
 
-fn millis(t: OffsetDateTime) -> i64 {
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
-
 impl ChangeRow {
     fn event(self) -> ChangeEvent {
-        let mut event = ChangeEvent {
+        ChangeEvent {
             environment_id: self.environment_id,
             project: self.project,
             environment: self.environment,
             revision: to_u64(self.revision),
+            kind: self.kind,
+            item: self.item,
             key: self.key,
             payload: self.payload,
-            committed_at_ms: millis(self.committed_at),
-            ..ChangeEvent::default()
-        };
-        event.set_kind(parse_kind(&self.kind));
-        event.set_item(parse_item(&self.item));
-        event
+            committed_at_ms: unix_millis(self.committed_at),
+        }
     }
 }
 
@@ -94,7 +89,7 @@ impl Store {
                 committed_at_ms: last.committed_at_ms,
                 ..EnvironmentSnapshot::default()
             };
-            match write::environment_snapshot_json(&mut tx, environment_id).await {
+            match environment_snapshot_json(&mut tx, environment_id).await {
                 Ok((revision, json, keys)) => {
                     snapshot.revision = revision;
                     snapshot.snapshot_json = json;
@@ -144,38 +139,6 @@ impl Store {
         let mut tx = self.begin().await?;
         let count: i64 = on!(&mut tx, |c, d| sqlx::query_scalar(SQL).fetch_one(c).await?);
         Ok(to_u64(count))
-    }
-
-    /// The environment's current snapshot, read from the database (the data plane's fallback when the
-    /// cache is missing or older).
-    pub async fn environment_snapshot(&self, environment_id: i64) -> Result<EnvironmentSnapshot> {
-        const NAMES: &str =
-            "select p.key, e.key from environments e join projects p on p.id = e.project_id where e.id = $1";
-        let mut tx = self.begin().await?;
-        let names: Option<(String, String)> =
-            on!(&mut tx, |c, d| sqlx::query_as(NAMES).bind(environment_id).fetch_optional(c).await?);
-        let (project, environment) = names.ok_or_else(|| StoreError::NotFound {
-            resource: "environment",
-            key: environment_id.to_string(),
-        })?;
-        let (revision, snapshot_json, keys) =
-            write::environment_snapshot_json(&mut tx, environment_id).await?;
-        Ok(EnvironmentSnapshot {
-            environment_id,
-            project,
-            environment,
-            revision,
-            snapshot_json,
-            keys,
-            committed_at_ms: millis(now()),
-        })
-    }
-
-    /// Every environment id, for replicas that load everything at start-up.
-    pub async fn environment_ids(&self) -> Result<Vec<i64>> {
-        const SQL: &str = "select id from environments order by id";
-        let mut tx = self.begin().await?;
-        Ok(on!(&mut tx, |c, d| sqlx::query_scalar(SQL).fetch_all(c).await?))
     }
 
     /// Tries to become the active relay. PostgreSQL: a session advisory lock on a dedicated connection,
