@@ -92,7 +92,6 @@ async fn config_row(tx: &mut Tx, flag_id: i64, env: &EnvRow, flag: &FlagKey) -> 
     })
 }
 
-/// The change event payload of a flag in one environment.
 /// A flag and one environment's configuration as a change event carries them: typed, so that the
 /// payload's JSON is exactly the serialisation the data plane's clients get (the streaming service
 /// splices it into `patch` frames as it is).
