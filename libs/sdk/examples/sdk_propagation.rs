@@ -9,7 +9,7 @@
 //!
 //! ```sh
 //! VEXIL_BOOTSTRAP_TOKEN=bench-token target/release/vexil standalone --data-dir /tmp/vexil-bench --port 18080
-//! cargo run --release -p vexil-sdk --example propagation -- --url http://127.0.0.1:18080 \
+//! cargo run --release -p vexil-sdk --example sdk_propagation -- --url http://127.0.0.1:18080 \
 //!     --token bench-token --server-key <production server key> --clients 100
 //! ```
 //!
