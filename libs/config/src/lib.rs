@@ -83,6 +83,8 @@ pub struct ApiSettings {
     pub max_body_bytes: usize,
     /// Default overlap, in seconds, during which rotated SDK keys keep working.
     pub key_rotation_overlap_seconds: u64,
+    /// How long a dashboard session (`POST /api/v1/session`) lasts, in seconds.
+    pub session_seconds: u64,
 }
 
 /// Logging.
@@ -177,7 +179,11 @@ impl Default for BusSettings {
 
 impl Default for ApiSettings {
     fn default() -> ApiSettings {
-        ApiSettings { max_body_bytes: 256 * 1024, key_rotation_overlap_seconds: 3600 }
+        ApiSettings {
+            max_body_bytes: 256 * 1024,
+            key_rotation_overlap_seconds: 3600,
+            session_seconds: 12 * 3600,
+        }
     }
 }
 

@@ -47,6 +47,9 @@ error_codes! {
     Unauthorized => (UNAUTHORIZED, "unauthorized", "Authentication required"),
     /// The token may not do this.
     Forbidden => (FORBIDDEN, "forbidden", "Not allowed"),
+    /// A write made with a dashboard session's cookie did not carry the session's CSRF token
+    /// (`X-CSRF-Token`).
+    CsrfFailed => (FORBIDDEN, "csrf_failed", "Cross-site request refused"),
     /// No such resource.
     NotFound => (NOT_FOUND, "not_found", "Not found"),
     /// No such route or method.

@@ -1,4 +1,5 @@
-//! Vexil's secrets: management tokens (`vxm_`), server SDK keys (`vxs_`) and client SDK keys (`vxc_`).
+//! Vexil's secrets: management tokens (`vxm_`), server SDK keys (`vxs_`), client SDK keys (`vxc_`), and
+//! the dashboard's session cookies (`vxw_`).
 //!
 //! A secret looks like `vxs_<id>_<random>`: a kind prefix, a public id of 12 base62 characters (it
 //! finds the record, and is safe to log) and 32 random base62 characters (~190 bits). Only the SHA-256
@@ -37,6 +38,9 @@ pub enum SecretKind {
     Server,
     /// A client SDK key (`vxc_`): evaluated client-side flags of one environment.
     Client,
+    /// A dashboard session (`vxw_`, in an httpOnly cookie): what the management token it was exchanged
+    /// for may do, until it expires or is logged out.
+    Session,
 }
 
 impl SecretKind {
@@ -45,6 +49,7 @@ impl SecretKind {
             SecretKind::Management => "vxm",
             SecretKind::Server => "vxs",
             SecretKind::Client => "vxc",
+            SecretKind::Session => "vxw",
         }
     }
 }
@@ -104,15 +109,16 @@ impl std::fmt::Debug for NewSecret {
     }
 }
 
-fn random_string(len: usize) -> String {
+/// `len` random base62 characters (`0-9A-Za-z`, ~5.95 bits each), from the thread's CSPRNG.
+pub fn random_base62(len: usize) -> String {
     let mut rng = rand::rng();
     (0..len).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
 }
 
 /// Generates a new secret of `kind`.
 pub fn generate(kind: SecretKind) -> NewSecret {
-    let id = random_string(ID_LEN);
-    let secret = format!("{}_{id}_{}", kind.prefix(), random_string(RANDOM_LEN));
+    let id = random_base62(ID_LEN);
+    let secret = format!("{}_{id}_{}", kind.prefix(), random_base62(RANDOM_LEN));
     NewSecret { sha256: sha256(&secret), id, secret }
 }
 

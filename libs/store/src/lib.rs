@@ -14,7 +14,7 @@
 //!
 //! One module per item holds the public operations on it: `projects`, `environments` (with their SDK
 //! keys), `flags`, `flag_configs` (configuration changes, decided one by one and written in batches),
-//! `segments` and `tokens`; `records` holds the types they return. Every write is assembled from the
+//! `segments`, `tokens` and `sessions` (the dashboard's, each acting as a token); `records` holds the types they return. Every write is assembled from the
 //! same pieces, one module per idea:
 //!
 //! | module | holds |
@@ -44,6 +44,7 @@ mod parents;
 mod projects;
 mod records;
 mod segments;
+mod sessions;
 mod snapshot;
 mod tokens;
 
@@ -61,6 +62,7 @@ pub use records::{
     Actor, AuditQuery, AuditRecord, AuditVerification, EnvironmentRecord, FlagConfigRecord, FlagRecord,
     NewSdkKeys, ProjectRecord, Role, SdkKeyRecord, SegmentRecord, TokenRecord,
 };
+pub use sessions::{NewSession, SessionRecord};
 pub use tokens::{NewToken, VERIFIED_TOKEN_TTL};
 
 use crate::db::Pool;

@@ -127,7 +127,7 @@ impl Store {
         Ok(record)
     }
 
-    async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>> {
+    pub(crate) async fn token_by_id(&self, id: &str) -> Result<Option<TokenRecord>> {
         let mut tx = self.begin().await?;
         let row: Option<TokenRow> =
             on!(&mut tx, |c, d| sqlx::query_as(SQL_BY_ID).bind(id).fetch_optional(c).await?);

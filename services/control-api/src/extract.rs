@@ -7,13 +7,13 @@ use std::pin::Pin;
 
 use actix_web::body::{BoxBody, MessageBody};
 use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
-use actix_web::http::header;
+use actix_web::http::{Method, header};
 use actix_web::middleware::Next;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use futures::StreamExt;
 use serde::de::DeserializeOwned;
 use vexil_model::ProjectKey;
-use vexil_store::{Actor, Role, TokenRecord};
+use vexil_store::{Actor, Role, SessionRecord, TokenRecord};
 
 use crate::error::{ApiError, ErrorCode};
 use crate::state::AppState;
@@ -199,43 +199,116 @@ pub struct Auth<R> {
     requirement: PhantomData<R>,
 }
 
-/// What the [`authenticate`] middleware found in `Authorization`.
+/// What the [`authenticate`] middleware found: a management token (`Authorization: Bearer`), or a
+/// dashboard session (its cookie), which acts as the token it was opened with.
 #[derive(Clone)]
 enum Presented {
     Valid(TokenRecord),
+    Session(SessionRecord),
     Invalid,
 }
 
-/// Middleware (`middleware::from_fn(authenticate)`): looks up the management token of every API
-/// request before any extractor runs, so that [`Auth`] decides synchronously. actix polls a handler's
-/// extractors together and answers with the first error; because `Auth` is ready at once and comes
-/// first in every handler, a caller that is not allowed in always gets 401/403, never a 400/413/415
-/// about a body or query it had no right to send.
+/// The cookie that carries a dashboard session's secret (`POST /api/v1/session`).
+pub const SESSION_COOKIE: &str = "vexil_session";
+/// The header a write made with the session cookie must carry: the session's CSRF token.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+
+/// Middleware (`middleware::from_fn(authenticate)`): looks up the management token — or, without one,
+/// the dashboard session — of every API request before any extractor runs, so that [`Auth`] decides
+/// synchronously. actix polls a handler's extractors together and answers with the first error;
+/// because `Auth` is ready at once and comes first in every handler, a caller that is not allowed in
+/// always gets 401/403, never a 400/413/415 about a body or query it had no right to send.
+///
+/// A write (any method but `GET`, `HEAD`, `OPTIONS`) made with a session's cookie must carry the
+/// session's CSRF token in `X-CSRF-Token`, or it is refused (403 `csrf_failed`) before it runs: a
+/// cookie is sent by the browser whoever made the page, a header only by the dashboard's own script.
+/// (The cookie is also `SameSite=Strict`; the token makes the defence hold without it.) A cookie that
+/// opens no live session counts as no credential at all, so that signing in again is never blocked by
+/// a stale one.
 pub async fn authenticate(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let presented = req
+    let bearer = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
         .map(|v| v.trim().to_owned())
         .filter(|v| !v.is_empty());
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    if let (Some(presented), Some(state)) = (presented, state)
-        && req.path().starts_with("/api/")
+    let cookie = cookie(req.headers(), SESSION_COOKIE);
+    let Some(state) = req.app_data::<web::Data<AppState>>().cloned() else {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    };
+    if !req.path().starts_with("/api/") {
+        return Ok(next.call(req).await?.map_into_boxed_body());
+    }
+    let presented = match (bearer, cookie) {
+        (Some(bearer), _) => state
+            .store
+            .authenticate(&bearer)
+            .await
+            .map(|token| Some(token.map_or(Presented::Invalid, Presented::Valid))),
+        (None, Some(cookie)) => {
+            state.store.session(&cookie).await.map(|session| session.map(Presented::Session))
+        }
+        (None, None) => Ok(None),
+    };
+    let presented = match presented {
+        Ok(presented) => presented,
+        Err(error) => {
+            let response = actix_web::ResponseError::error_response(&crate::error::from_store(error));
+            return Ok(req.into_response(response));
+        }
+    };
+    if let Some(Presented::Session(session)) = &presented
+        && !csrf_ok(&req, session)
     {
-        match state.store.authenticate(&presented).await {
-            Ok(Some(token)) => req.extensions_mut().insert(Presented::Valid(token)),
-            Ok(None) => req.extensions_mut().insert(Presented::Invalid),
-            Err(error) => {
-                let response = actix_web::ResponseError::error_response(&crate::error::from_store(error));
-                return Ok(req.into_response(response));
-            }
-        };
+        let error = ApiError::new(
+            ErrorCode::CsrfFailed,
+            "a write made with the session cookie needs X-CSRF-Token: the session's csrf_token \
+             (from POST or GET /api/v1/session)",
+        );
+        return Ok(req.into_response(actix_web::ResponseError::error_response(&error)));
+    }
+    if let Some(presented) = presented {
+        req.extensions_mut().insert(presented);
     }
     Ok(next.call(req).await?.map_into_boxed_body())
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers, if it has a non-empty one.
+fn cookie(headers: &header::HeaderMap, name: &str) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(key, value)| *key == name && !value.is_empty())
+        .map(|(_, value)| value.to_owned())
+}
+
+/// Whether a request made with `session`'s cookie may run: a read, signing in (it authenticates by the
+/// token in its body, not the cookie), or a write carrying the session's CSRF token.
+fn csrf_ok(req: &ServiceRequest, session: &SessionRecord) -> bool {
+    let method = req.method();
+    if method == Method::GET || method == Method::HEAD || method == Method::OPTIONS {
+        return true;
+    }
+    if method == Method::POST && req.path() == "/api/v1/session" {
+        return true;
+    }
+    let sent = req.headers().get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
+    // Constant time: the token is a secret of the session's.
+    vexil_keys::matches(sent, &vexil_keys::sha256(&session.csrf_token))
+}
+
+/// The dashboard session the request was authenticated with, if it was.
+pub fn session_of(req: &HttpRequest) -> Option<SessionRecord> {
+    match req.extensions().get::<Presented>() {
+        Some(Presented::Session(session)) => Some(session.clone()),
+        _ => None,
+    }
 }
 
 impl<R: Requirement> FromRequest for Auth<R> {
@@ -259,6 +332,7 @@ fn authorize<R: Requirement>(req: &HttpRequest) -> Result<Auth<R>, ApiError> {
             return Err(ApiError::new(ErrorCode::Unauthorized, "the token is not valid"));
         }
         Some(Presented::Valid(token)) => token.clone(),
+        Some(Presented::Session(session)) => session.token.clone(),
     };
     if token.role < R::ROLE {
         return Err(ApiError::new(

@@ -28,11 +28,13 @@ use crate::state::{AppState, Metrics};
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Vexil management API", description = "Manage projects, environments, flags, segments, tokens and the audit log. \
-        Authenticate with `Authorization: Bearer <management token>`. Errors are `application/problem+json` with a stable `code` \
-        and the offending `field`."),
+        Authenticate with `Authorization: Bearer <management token>`, or (the dashboard) with the session cookie of \
+        `POST /api/v1/session`, sending the session's `csrf_token` as `X-CSRF-Token` with every write. \
+        Errors are `application/problem+json` with a stable `code` and the offending `field`."),
     modifiers(&BearerAuth),
-    security(("bearer" = [])),
-    tags((name = "projects"), (name = "environments"), (name = "flags"), (name = "segments"), (name = "audit"), (name = "tokens")),
+    security(("bearer" = []), ("session" = [])),
+    tags((name = "projects"), (name = "environments"), (name = "flags"), (name = "segments"), (name = "audit"), (name = "tokens"),
+         (name = "session", description = "Dashboard sign-in: a management token exchanged for an httpOnly session cookie")),
 )]
 struct ApiDoc;
 
@@ -40,11 +42,18 @@ struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+        components.add_security_scheme(
+            "session",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::extract::SESSION_COOKIE,
+                "The dashboard's session (POST /api/v1/session); writes also need X-CSRF-Token",
+            ))),
         );
     }
 }
@@ -74,6 +83,7 @@ pub fn api_scope() -> scope::Scope<
         .configure(routes::segments::configure)
         .configure(routes::audit::configure)
         .configure(routes::tokens::configure)
+        .configure(routes::session::configure)
 }
 
 /// Adds the management API, its documentation, health and metrics routes, and the middleware to an

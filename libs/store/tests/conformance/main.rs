@@ -7,4 +7,5 @@ mod changes;
 mod flags;
 mod migrations;
 mod projects;
+mod sessions;
 mod tokens;

@@ -6,4 +6,5 @@ pub mod flags;
 pub mod health;
 pub mod projects;
 pub mod segments;
+pub mod session;
 pub mod tokens;

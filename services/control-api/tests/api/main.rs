@@ -8,4 +8,5 @@ mod config_checks;
 mod flow;
 mod relay;
 mod resources;
+mod session;
 mod validation;
